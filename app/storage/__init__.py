@@ -1,0 +1,1 @@
+"""Postgres access: tables (ORM) plus one module per kind of data. Functions never commit."""

@@ -1,0 +1,58 @@
+"""Async alembic environment: the URL comes from the caller (lehnz migrate) or LEHNZ_DATABASE_URL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import pool
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.settings import get_settings
+from app.storage.tables import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _database_url() -> str:
+    url = config.attributes.get("database_url") or get_settings().database_url
+    if not url:
+        raise RuntimeError("no database URL: run `lehnz migrate`, or set LEHNZ_DATABASE_URL")
+    return url
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_database_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_sync(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_migrations_online() -> None:
+    engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
+    async with engine.connect() as connection:
+        # Serialise concurrent `lehnz migrate` runs (several replicas starting at once).
+        await connection.exec_driver_sql("SELECT pg_advisory_lock(727274)")
+        try:
+            await connection.run_sync(_run_sync)
+        finally:
+            await connection.exec_driver_sql("SELECT pg_advisory_unlock(727274)")
+            await connection.commit()
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run_sync(connection)
+    else:
+        asyncio.run(run_migrations_online())
