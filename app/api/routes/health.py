@@ -1,0 +1,77 @@
+"""/healthz (process up), /readyz (database, Redis, models), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.responses import Response
+
+from app import metrics, redis_keys
+from app.api.deps import State
+from app.api.envelope import failure, ok
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> Any:
+    return ok({"status": "ok"}, message="ok")
+
+
+async def _check(coro: Any) -> str:
+    try:
+        await asyncio.wait_for(coro, timeout=2)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
+
+
+@router.get("/readyz", summary="Database, Redis and model cache status; 503 when not ready")
+async def readyz(state: State) -> Any:
+    async def database() -> None:
+        async with state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    db_status, redis_status = await asyncio.gather(_check(database()), _check(state.redis.ping()))
+    models = state.models.status() if state.models is not None else {"loaded_orgs": 0, "loading": 0}
+    checks = {"database": db_status, "redis": redis_status, "models": models}
+    ready = db_status == "ok" and redis_status == "ok"
+    if ready:
+        return ok(checks, message="ready")
+    # Recommendations keep being served from memory while a dependency is down; ingest is 503.
+    return failure(503, "not ready", error=checks)
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+async def prometheus_metrics(state: State) -> Response:
+    await _collect_shared(state)
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _collect_shared(state: State) -> None:
+    """Series owned by workers live in Redis; copy them into this process's registry at scrape time."""
+    try:
+        async with state.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(redis_keys.INGEST_QUEUE)
+            pipe.zcard(redis_keys.TRAIN_QUEUE)
+            pipe.llen(redis_keys.DEAD_LETTER)
+            pipe.hgetall(redis_keys.INGEST_STATS)
+            pipe.hgetall(redis_keys.TRAIN_STATS)
+            ingest_q, train_q, dead, ingest_stats, train_stats = await asyncio.wait_for(pipe.execute(), 2)
+    except Exception:  # noqa: BLE001 - Redis down: scrape what this process knows
+        return
+    metrics.QUEUE_DEPTH.labels("ingest").set(ingest_q)
+    metrics.QUEUE_DEPTH.labels("train").set(train_q)
+    metrics.QUEUE_DEPTH.labels("dead-letter").set(dead)
+    for field, value in ingest_stats.items():
+        kind, outcome = field.decode().split(":", 1)
+        gauge = metrics.INGEST_PERSISTED if outcome == "persisted" else metrics.INGEST_FAILED
+        gauge.labels(kind).set(float(value))
+    for field, value in train_stats.items():
+        org, what = field.decode().rsplit(":", 1)
+        gauge = metrics.TRAIN_DURATION if what == "duration_s" else metrics.TRAIN_LAST_SUCCESS
+        gauge.labels(org).set(float(value))

@@ -1,0 +1,134 @@
+"""POST /v1/ingest/{items/upsert, users/upsert, events/ingest}: validate all, enqueue once, 202."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from app import metrics
+from app.api.deps import JsonBody, PublishableOrg, QueueDep, SecretOrg, SettingsDep
+from app.api.envelope import ok
+from app.api.openapi import error_responses, json_body_schema
+from app.errors import BadRequest, PayloadTooLarge
+from app.queue import Queue
+from app.schemas.envelope import Accepted, Envelope
+from app.schemas.ingest import EventIn, ItemIn, UserIn, validate_batch
+from app.settings import Settings
+
+router = APIRouter(prefix="/v1/ingest", tags=["ingestion"])
+
+_ERRORS = error_responses(400, 401, 403, 413, 429, 503)
+
+
+def _as_records(body: Any, *, name: str, settings: Settings) -> tuple[list[Any], bool]:
+    """One object or an array of them; arrays over the batch limit are 413."""
+    if isinstance(body, dict):
+        return [body], True
+    if isinstance(body, list):
+        if len(body) > settings.max_batch:
+            raise PayloadTooLarge(
+                f"Batch of {len(body)} {name} is over the limit of {settings.max_batch} records per request"
+            )
+        return body, False
+    raise BadRequest(f"Body must be a JSON object or an array of {name}", error="body_not_object_or_array")
+
+
+async def _accept(
+    queue: Queue, kind: str, org_id: uuid.UUID, payload: list[dict[str, Any]]
+) -> Any:
+    if payload:
+        try:
+            await queue.enqueue_ingest(kind, str(org_id), payload)
+        except Exception:
+            metrics.INGEST_REJECTED.labels(kind, "503").inc()
+            raise
+    metrics.INGEST_ACCEPTED.labels(kind).inc(len(payload))
+    return ok({"accepted": len(payload)}, message=f"{kind} accepted", status_code=202)
+
+
+def _epoch(value: Any) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+@router.post(
+    "/items/upsert",
+    status_code=202,
+    response_model=Envelope[Accepted],
+    responses=_ERRORS,
+    summary="Upsert catalog items (secret key)",
+    openapi_extra=json_body_schema(ItemIn),
+)
+async def upsert_items(org: SecretOrg, body: JsonBody, queue: QueueDep, settings: SettingsDep) -> Any:
+    records, single = _as_records(body, name="items", settings=settings)
+    items = validate_batch(ItemIn, records, name="items", single=single)
+    received_at = time.time()
+    payload = [
+        {
+            "item_id": item.item_id,
+            "item_type": item.item_type,
+            "status": item.status,
+            "attributes": item.attributes or {},
+            "created_at": _epoch(item.created_at),
+            "received_at": received_at,
+        }
+        for item in items
+    ]
+    return await _accept(queue, "items", org.org_id, payload)
+
+
+@router.post(
+    "/users/upsert",
+    status_code=202,
+    response_model=Envelope[Accepted],
+    responses=_ERRORS,
+    summary="Upsert users (secret key)",
+    openapi_extra=json_body_schema(UserIn),
+)
+async def upsert_users(org: SecretOrg, body: JsonBody, queue: QueueDep, settings: SettingsDep) -> Any:
+    records, single = _as_records(body, name="users", settings=settings)
+    users = validate_batch(UserIn, records, name="users", single=single)
+    received_at = time.time()
+    payload = [
+        {
+            "user_id": user.user_id,
+            "status": user.status,
+            "attributes": user.attributes or {},
+            "created_at": user.created_at.timestamp(),
+            "received_at": received_at,
+        }
+        for user in users
+    ]
+    return await _accept(queue, "users", org.org_id, payload)
+
+
+@router.post(
+    "/events/ingest",
+    status_code=202,
+    response_model=Envelope[Accepted],
+    responses=_ERRORS,
+    summary="Ingest interaction events (publishable key)",
+    openapi_extra=json_body_schema(EventIn),
+)
+async def ingest_events(org: PublishableOrg, body: JsonBody, queue: QueueDep, settings: SettingsDep) -> Any:
+    records, single = _as_records(body, name="events", settings=settings)
+    events = validate_batch(EventIn, records, name="events", single=single)
+    received_at = time.time()
+    # The server assigns event ids before queueing, so a retried job can never duplicate one.
+    payload = [
+        {
+            "event_id": str(event.event_id or uuid.uuid4()),
+            "user_id": event.user_id,
+            "event_family": event.event_family,
+            "event_name": event.event_name,
+            "item_id": event.item_id,
+            "previous_user_id": event.previous_user_id,
+            "recommendation_id": event.recommendation_id,
+            "context": event.context,
+            "occurred_at": event.timestamp.timestamp() if event.timestamp else received_at,
+            "received_at": received_at,
+        }
+        for event in events
+    ]
+    return await _accept(queue, "events", org.org_id, payload)

@@ -1,0 +1,33 @@
+"""What the api process holds for its lifetime (built by main.py's lifespan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.api.auth import KeyCache
+from app.queue import Queue
+from app.settings import Settings
+from app.storage.db import SessionFactory
+
+if TYPE_CHECKING:
+    from app.api.rate_limit import RateLimiter
+    from app.recommend.model_cache import ModelCache
+    from app.recommend.served_log import ServedLog
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    redis: ArqRedis
+    queue: Queue
+    keys: KeyCache
+    models: ModelCache | None = None
+    served_log: ServedLog | None = None
+    limiter: RateLimiter | None = None
+    background: list[object] = field(default_factory=list)

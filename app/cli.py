@@ -1,0 +1,362 @@
+"""The `lehnz` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+# implicit and numpy must not start one BLAS thread per core in every process.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import orjson  # noqa: E402
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from app import logs  # noqa: E402
+from app.embedded import embedded_for  # noqa: E402
+from app.settings import Settings, get_settings  # noqa: E402
+
+cli = typer.Typer(
+    name="lehnz",
+    help="lehnz-server: a self-hostable recommendation API server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+org_cli = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
+keys_cli = typer.Typer(help="API key pairs of an organisation.", no_args_is_help=True)
+cli.add_typer(org_cli, name="org")
+cli.add_typer(keys_cli, name="keys")
+
+console = Console(stderr=True)
+out = Console()
+
+
+@contextlib.contextmanager
+def connected_settings() -> Iterator[Settings]:
+    """Settings with both URLs filled: the configured ones, else embedded servers (joined or started)."""
+    settings = get_settings()
+    with embedded_for(
+        settings.data_dir, need_postgres=settings.database_url is None, need_redis=settings.redis_url is None
+    ) as urls:
+        updates: dict[str, Any] = {}
+        if urls.database_url:
+            updates["database_url"] = urls.database_url
+        if urls.redis_url:
+            updates["redis_url"] = urls.redis_url
+        yield settings.model_copy(update=updates)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LEHNZ_DATABASE_URL"] = settings.database_url or ""
+    env["LEHNZ_REDIS_URL"] = settings.redis_url or ""
+    env["LEHNZ_DATA_DIR"] = str(settings.data_dir.resolve())
+    return env
+
+
+def _migrate(settings: Settings) -> None:
+    from app.storage.migrate import upgrade_head
+
+    upgrade_head(settings.database_url or "")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Everything in one process tree: api + worker (+ embedded Postgres and Redis when no URLs are set)."""
+    logs.configure(get_settings().log_level)
+    with connected_settings() as settings:
+        _migrate(settings)
+        env = _child_env(settings)
+        if host:
+            env["LEHNZ_HOST"] = host
+        if port:
+            env["LEHNZ_PORT"] = str(port)
+        children = [
+            subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env),
+            subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env),
+        ]
+        listen = f"http://{host or settings.host}:{port or settings.port}"
+        console.print(f"[bold green]lehnz serving on {listen}[/] (docs at {listen}/docs); Ctrl-C to stop")
+        _supervise(children)
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until a child exits or we are asked to stop; then stop all children gracefully."""
+    stopping = False
+
+    def ask_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, ask_stop)
+    signal.signal(signal.SIGINT, ask_stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for child in children:
+        remaining = max(0.1, deadline - time.monotonic())
+        try:
+            child.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
+    if failed and not stopping:
+        raise typer.Exit(code=1)
+
+
+@cli.command()
+def api(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """The HTTP api only (compose/production role)."""
+    import uvicorn
+
+    base = get_settings()
+    logs.configure(base.log_level, access_log=base.access_log)
+    with connected_settings() as settings:
+        os.environ.update(_child_env(settings))
+        get_settings.cache_clear()
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,  # the client IP is taken from X-Forwarded-For only for LEHNZ_TRUSTED_PROXIES
+            timeout_graceful_shutdown=10,
+        )
+
+
+@cli.command()
+def worker(burst: Annotated[bool, typer.Option(help="exit when the queues are empty")] = False) -> None:
+    """The queue worker only: persists ingestion, trains models (compose/production role)."""
+    from workers.main import run
+
+    logs.configure(get_settings().log_level)
+    with connected_settings() as settings:
+        asyncio.run(run(settings, burst=burst))
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    logs.configure(get_settings().log_level)
+    with connected_settings() as settings:
+        _migrate(settings)
+    console.print("[green]database is at the latest migration[/]")
+
+
+# --- organisations and keys -------------------------------------------------------------
+
+
+def _run_db(fn: Any) -> Any:
+    """Run `fn(session)` in one transaction against the configured (or embedded) database."""
+    from app.storage.db import create_engine, create_session_factory
+
+    async def main(settings: Settings) -> Any:
+        engine = create_engine(settings.database_url or "", pool_size=1)
+        try:
+            async with create_session_factory(engine)() as session, session.begin():
+                return await fn(session, settings)
+        finally:
+            await engine.dispose()
+
+    with connected_settings() as settings:
+        _migrate(settings)
+        return asyncio.run(main(settings))
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code=1)
+
+
+@org_cli.command("create")
+def org_create(
+    name: Annotated[str, typer.Option(help="display name")],
+    slug: Annotated[str | None, typer.Option(help="tenant id (lowercase, digits, dashes); from the name if absent")]
+    = None,
+    domain: Annotated[str, typer.Option(help="commerce, content, media, ...")] = "commerce",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+) -> None:
+    """Create an organisation and its first key pair (the secret is shown once)."""
+    from app.errors import AppError
+    from app.storage import orgs
+
+    if slug is not None and not orgs.valid_slug(slug):
+        _fail("slug must be 1-64 lowercase letters, digits or dashes, not starting or ending with a dash")
+
+    async def create(session: Any, settings: Settings) -> dict[str, str]:
+        chosen = slug or await orgs.unique_slug(session, name)
+        org = await orgs.create_org(session, name=name, slug=chosen, domain=domain)
+        pair = await orgs.add_key_pair(session, org.id)
+        return {
+            "org_id": str(org.id),
+            "tenant_id": org.slug,
+            "publishable_key": pair.publishable_key,
+            "secret_key": pair.secret_key,
+        }
+
+    try:
+        created = _run_db(create)
+    except AppError as exc:
+        _fail(exc.message)
+        return
+    if as_json:
+        out.print_json(orjson.dumps(created).decode())
+        return
+    table = Table(title=f"organisation {created['tenant_id']}", show_header=False)
+    for key, value in created.items():
+        table.add_row(key, value)
+    out.print(table)
+    console.print("[yellow]The secret key is shown only now. Store it safely.[/]")
+
+
+@org_cli.command("set-limit")
+def org_set_limit(
+    org: Annotated[str, typer.Option(help="org slug")],
+    limit: Annotated[str, typer.Option(help='e.g. "5000/15minutes", or "default" for LEHNZ_RATE_LIMIT')],
+) -> None:
+    """Override the per-org rate limit (shared by all the org's keys)."""
+    from app.api.rate_limit import parse_limit
+    from app.storage import orgs
+
+    value = None if limit == "default" else limit
+    if value is not None:
+        try:
+            parse_limit(value)
+        except ValueError as exc:
+            _fail(str(exc))
+
+    async def set_limit(session: Any, settings: Settings) -> None:
+        found = await orgs.get_org_by_slug(session, org)
+        await orgs.set_rate_limit(session, found.id, value)
+
+    _run_db(set_limit)
+    _bump_keys_epoch()
+    console.print(f"[green]rate limit of {org}: {value or 'default'}[/]")
+
+
+def _bump_keys_epoch() -> None:
+    """Api replicas drop their key cache (which carries each org's limit) within a second."""
+    import redis
+
+    from app import redis_keys
+
+    with connected_settings() as settings:
+        client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+        try:
+            client.incr(redis_keys.KEYS_EPOCH)
+        except redis.RedisError as exc:
+            console.print(f"[yellow]warning: could not notify api replicas via Redis ({exc}); "
+                          "they pick the change up within a second of reconnecting[/]")
+        finally:
+            client.close()
+
+
+@keys_cli.command("create")
+def keys_create(
+    org: Annotated[str, typer.Option(help="org slug")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Make a new key pair (the secret is shown once)."""
+    from app.storage import orgs
+
+    async def create(session: Any, settings: Settings) -> dict[str, str]:
+        found = await orgs.get_org_by_slug(session, org)
+        pair = await orgs.add_key_pair(session, found.id)
+        return {"key_id": str(pair.pair_id), "publishable_key": pair.publishable_key, "secret_key": pair.secret_key}
+
+    created = _run_db(create)
+    if as_json:
+        out.print_json(orjson.dumps(created).decode())
+    else:
+        for key, value in created.items():
+            out.print(f"{key}: {value}")
+        console.print("[yellow]The secret key is shown only now. Store it safely.[/]")
+
+
+@keys_cli.command("list")
+def keys_list(
+    org: Annotated[str, typer.Option(help="org slug")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List key pairs (ids and display prefixes; keys are stored only as hashes)."""
+    from app.storage import orgs
+
+    async def listing(session: Any, settings: Settings) -> list[dict[str, Any]]:
+        found = await orgs.get_org_by_slug(session, org)
+        return [
+            {
+                "key_id": str(p.key_id),
+                "publishable_key_prefix": p.publishable_prefix,
+                "secret_key_prefix": p.secret_prefix,
+                "created_at": p.created_at.isoformat(),
+                "revoked_at": p.revoked_at.isoformat() if p.revoked_at else None,
+            }
+            for p in await orgs.list_key_pairs(session, found.id)
+        ]
+
+    pairs = _run_db(listing)
+    if as_json:
+        out.print_json(orjson.dumps(pairs).decode())
+        return
+    table = Table("key_id", "publishable", "secret", "created", "revoked")
+    for p in pairs:
+        table.add_row(p["key_id"], p["publishable_key_prefix"] + "…", p["secret_key_prefix"] + "…",
+                      p["created_at"], p["revoked_at"] or "")
+    out.print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    org: Annotated[str, typer.Option(help="org slug")],
+    key_id: Annotated[str, typer.Option(help="the pair's key_id (from `lehnz keys list`)")],
+) -> None:
+    """Revoke a key pair; every api replica refuses it within a second."""
+    import uuid
+
+    from app.storage import orgs
+
+    try:
+        pair_id = uuid.UUID(key_id)
+    except ValueError:
+        _fail("key_id must be a UUID (see `lehnz keys list`)")
+        return
+
+    async def revoke(session: Any, settings: Settings) -> bool:
+        found = await orgs.get_org_by_slug(session, org)
+        return await orgs.revoke_key_pair(session, found.id, pair_id)
+
+    if not _run_db(revoke):
+        _fail(f"no live key pair {key_id} in {org}")
+    _bump_keys_epoch()
+    console.print(f"[green]revoked key pair {key_id}[/]")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""create_app(): the lifespan opens the database, Redis, the model cache; routers are mounted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.api import handlers, openapi
+from app.api.auth import KeyCache
+from app.api.middleware import PublishableCors, RequestContextMiddleware
+from app.api.routes import health, ingest, users
+from app.api.state import AppState
+from app.api.sync import SyncLoop
+from app.queue import Queue, create_redis
+from app.settings import Settings, get_settings
+from app.storage.db import create_engine, create_session_factory
+
+log = logging.getLogger("lehnz.api")
+
+# The browser-facing endpoints (publishable key): the only ones with CORS headers.
+PUBLISHABLE_PATHS = frozenset({"/v1/ingest/events/ingest", "/v1/recommend"})
+
+DESCRIPTION = """Self-hosted, wire-compatible re-implementation of the Lehnz recommendations API.
+
+Every response uses the envelope `{success, message, data, error}`. Authenticate with
+`X-API-KEY` (publishable `lehnz_pk_...` for events and recommend; secret `lehnz_sk_...` for
+everything else)."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.database_url or not settings.redis_url:
+        raise RuntimeError(
+            "create_app needs LEHNZ_DATABASE_URL and LEHNZ_REDIS_URL; `lehnz serve` starts embedded servers "
+            "and sets them"
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url or "")
+        sessions = create_session_factory(engine)
+        redis = create_redis(settings.redis_url or "")
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            redis=redis,
+            queue=Queue(redis),
+            keys=KeyCache(sessions),
+        )
+        sync = SyncLoop(state)
+        app.state.lehnz = state
+        sync_task = asyncio.create_task(sync.run(), name="lehnz-sync")
+        try:
+            yield
+        finally:
+            sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sync_task
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="lehnz-server",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    handlers.install(app)
+    openapi.install(app)
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    app.include_router(users.router)
+    app.add_middleware(
+        PublishableCors,
+        paths=PUBLISHABLE_PATHS,
+        allow_origins=settings.cors_origins,
+        allow_methods=["POST"],
+        allow_headers=["X-API-KEY", "Content-Type", "X-Request-ID"],
+        expose_headers=["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Request-ID"],
+        max_age=600,
+    )
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log_enabled=settings.access_log
+    )
+    return app

@@ -1,0 +1,113 @@
+"""Per-user recent activity in Redis: written by the worker, read by the real-time strategies.
+
+One sorted set per (org, user): member = a compact JSON entry that includes the event id (so
+re-applying a retried job adds nothing), score = the interaction's unix time (so late events
+land in order). Trimmed to the newest N entries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from app import redis_keys
+
+# An anonymous visitor who never comes back should not cost Redis memory forever.
+RECENT_TTL_S = 90 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    item_id: str
+    event_name: str
+    event_family: str
+    timestamp: float
+    order_id: str | None
+    session_id: str | None
+    price: float | None
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    context = record.get("context") or {}
+    entry = {
+        "id": record["event_id"],
+        "i": record["item_id"],
+        "e": record["event_name"],
+        "f": record["event_family"],
+        "t": record["occurred_at"],
+        "o": _text_or_none(context.get("order_id")),
+        "s": _text_or_none(context.get("session_id")),
+        "p": _number_or_none(context.get("price")),
+    }
+    return orjson.dumps(entry)
+
+
+def decode(raw: bytes | str) -> Activity:
+    entry = orjson.loads(raw)
+    return Activity(
+        item_id=entry["i"],
+        event_name=entry["e"],
+        event_family=entry["f"],
+        timestamp=float(entry["t"]),
+        order_id=entry.get("o"),
+        session_id=entry.get("s"),
+        price=entry.get("p"),
+    )
+
+
+def record_activity(
+    pipe: Pipeline, org_id: str, by_user: dict[str, list[dict[str, Any]]], *, keep: int
+) -> None:
+    """Queue the writes for these events (grouped by canonical user) on a pipeline."""
+    for user_id, records in by_user.items():
+        key = redis_keys.recent(org_id, user_id)
+        pipe.zadd(key, {encode(r): r["occurred_at"] for r in records})
+        pipe.zremrangebyrank(key, 0, -(keep + 1))
+        pipe.expire(key, RECENT_TTL_S)
+
+
+def merge_users(pipe: Pipeline, org_id: str, *, into: str, sources: Iterable[str], keep: int) -> None:
+    """Identity stitching: the anonymous ids' recent activity becomes the real user's."""
+    target = redis_keys.recent(org_id, into)
+    source_keys = [redis_keys.recent(org_id, s) for s in sources if s != into]
+    if not source_keys:
+        return
+    pipe.zunionstore(target, [target, *source_keys], aggregate="MAX")
+    pipe.zremrangebyrank(target, 0, -(keep + 1))
+    pipe.expire(target, RECENT_TTL_S)
+    pipe.delete(*source_keys)
+
+
+async def resolve_user(redis: Redis, org_id: str, user_id: str) -> str:
+    canonical = await redis.hget(redis_keys.aliases(org_id), user_id)
+    if canonical is None:
+        return user_id
+    return canonical.decode() if isinstance(canonical, bytes) else str(canonical)
+
+
+async def read_recent(redis: Redis, org_id: str, user_id: str, *, limit: int = 50) -> list[Activity]:
+    """Newest first. `user_id` must already be canonical (see resolve_user)."""
+    raw = await redis.zrevrange(redis_keys.recent(org_id, user_id), 0, limit - 1)
+    return [decode(member) for member in raw]
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)[:256]
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,55 @@
+"""Every Redis key and channel name, in one place, so the api and the worker cannot drift apart."""
+
+from __future__ import annotations
+
+PREFIX = "lehnz"
+
+INGEST_QUEUE = f"{PREFIX}:queue:ingest"
+TRAIN_QUEUE = f"{PREFIX}:queue:train"
+DEAD_LETTER = f"{PREFIX}:dead-letter"          # list of jobs that could not be persisted (never dropped)
+KEYS_EPOCH = f"{PREFIX}:keys:epoch"             # bumped on every key revocation: api caches drop keys
+NEW_DATA = f"{PREFIX}:train:new-data"           # hash org_id -> events persisted since its last train
+TRAIN_STATS = f"{PREFIX}:train:stats"           # hash "<org>:duration_s" / "<org>:last_success" for /metrics
+INGEST_STATS = f"{PREFIX}:ingest:stats"         # hash "<kind>:persisted" / "<kind>:failed"
+
+
+def pending(org_id: str) -> str:
+    """Sorted set of this org's ingest job ids not yet persisted (queue_depth)."""
+    return f"{PREFIX}:pending:{org_id}"
+
+
+def recent(org_id: str, user_id: str) -> str:
+    """Sorted set of a user's latest interactions (member = JSON, score = unix time)."""
+    return f"{PREFIX}:recent:{org_id}:{user_id}"
+
+
+def aliases(org_id: str) -> str:
+    """Hash alias user id -> canonical user id (identity stitching)."""
+    return f"{PREFIX}:alias:{org_id}"
+
+
+def erased(org_id: str) -> str:
+    """Hash user id -> unix time of an erasure request: events older than that are dropped."""
+    return f"{PREFIX}:erased:{org_id}"
+
+
+def model_version(org_id: str) -> str:
+    return f"{PREFIX}:model:{org_id}:version"
+
+
+def catalog_version(org_id: str) -> str:
+    return f"{PREFIX}:catalog:{org_id}:version"
+
+
+def training(org_id: str) -> str:
+    """Set while a train of this org runs (with a TTL, so a crashed worker does not leave it set)."""
+    return f"{PREFIX}:training:{org_id}"
+
+
+def train_job_id(org_id: str) -> str:
+    """arq _job_id: at most one pending train per org."""
+    return f"train:{org_id}"
+
+
+def rate_limit(scope: str, key: str) -> str:
+    return f"{PREFIX}:ratelimit:{scope}:{key}"

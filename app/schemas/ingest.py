@@ -1,0 +1,185 @@
+"""Wire shapes of the three ingestion endpoints (API.md section 4) and their batch validation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from app.errors import FieldErrors, ValidationFailed, field_error
+
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text and jsonb cannot hold NUL; reject it at the door instead of failing in the worker.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_nul)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+RecommendationId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+Status = Literal["active", "inactive", "deleted"]
+EventFamily = Literal["exposure", "engagement", "conversion", "system"]
+
+MAX_JSON_DEPTH = 32
+# Clock skew we tolerate on client timestamps; anything later is a bug on the client side and
+# would otherwise weigh more than "now" in every time-decayed model.
+MAX_FUTURE_SKEW = timedelta(hours=24)
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _check_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Free JSON must be storable as jsonb: bounded depth, no NUL in keys or strings."""
+    if value is None:
+        return None
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if "\x00" in key:
+                    raise ValueError("keys must not contain NUL characters")
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str) and "\x00" in node:
+            raise ValueError("strings must not contain NUL characters")
+    return value
+
+
+def _check_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # ISO 8601 without an offset is read as UTC
+        value = value.replace(tzinfo=UTC)
+    if value < MIN_TIMESTAMP:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z")
+    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        raise ValueError("must not be more than 24 hours in the future")
+    return value
+
+
+FreeJson = Annotated[dict[str, Any] | None, AfterValidator(_check_json)]
+Timestamp = Annotated[datetime | None, AfterValidator(_check_time)]
+
+
+class _Record(BaseModel):
+    # Unknown fields are ignored, as the hosted service does, so newer clients keep working.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class ItemIn(_Record):
+    item_id: Id
+    item_type: ShortText
+    status: Status
+    attributes: FreeJson = None
+    created_at: Timestamp = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "prod_7",
+                    "item_type": "product",
+                    "status": "active",
+                    "attributes": {"title": "Noise-cancelling headphones", "brand": "Sony", "price": 299.0,
+                                   "category": "audio", "tags": ["wireless"]},
+                    "created_at": "2026-11-01T09:00:00Z",
+                }
+            ]
+        }
+    )
+
+
+class UserIn(_Record):
+    user_id: Id
+    status: Status
+    created_at: Annotated[datetime, AfterValidator(_check_time)]
+    attributes: FreeJson = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"user_id": "user_42", "status": "active", "created_at": "2026-01-15T12:00:00Z",
+                 "attributes": {"segment": "vip", "locale": "en-GB"}}
+            ]
+        }
+    )
+
+
+class EventIn(_Record):
+    user_id: Id
+    event_family: EventFamily
+    event_name: ShortText
+    previous_user_id: Id | None = None
+    item_id: Id | None = None
+    recommendation_id: RecommendationId | None = None
+    event_id: uuid.UUID | None = None
+    context: FreeJson = None
+    timestamp: Timestamp = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"user_id": "user_42", "event_family": "conversion", "event_name": "purchase",
+                 "item_id": "prod_7", "context": {"order_id": "o-1001", "price": 299.0, "quantity": 1}},
+                {"user_id": "user_42", "event_family": "system", "event_name": "identify",
+                 "previous_user_id": "3f1c2a9e-anon"},
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> EventIn:
+        if self.event_name != self.event_name.lower():
+            raise ValueError("event_name must be lowercase")
+        if self.event_name == "identify":
+            if not self.previous_user_id:
+                raise ValueError("identify events require previous_user_id")
+            if self.previous_user_id == self.user_id:
+                raise ValueError("previous_user_id must differ from user_id")
+        return self
+
+
+_ADAPTERS: dict[type[_Record], TypeAdapter[list[Any]]] = {
+    model: TypeAdapter(list[model]) for model in (ItemIn, UserIn, EventIn)  # type: ignore[valid-type]
+}
+
+
+R = TypeVar("R", bound=_Record)
+
+
+def validate_batch(model: type[R], records: list[Any], *, name: str, single: bool) -> list[R]:
+    """Validate every record; on failure raise with *every* bad record named by index."""
+    try:
+        return _ADAPTERS[model].validate_python(records)
+    except ValidationError as exc:
+        raise ValidationFailed(_field_errors(exc, name=name, single=single)) from None
+
+
+def _field_errors(exc: ValidationError, *, name: str, single: bool) -> FieldErrors:
+    errors: FieldErrors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        index, *path = err["loc"]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        field = where.lstrip(".") if single else f"{name}[{index}]{where}"
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        errors.append(field_error(field or "(record)", message))
+    return errors

@@ -1,0 +1,36 @@
+"""The served-recommendation log: what was recommended to whom, for attribution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.storage.base import driver_connection
+
+_INSERT = """
+INSERT INTO served_recommendations (org_id, recommendation_id, strategy, mode, user_id, context_item_id,
+                                    item_ids, model_version, served_at)
+SELECT u.org_id, u.recommendation_id, u.strategy, u.mode, u.user_id, u.context_item_id,
+       ARRAY(SELECT jsonb_array_elements_text(u.item_ids::jsonb)), u.model_version, to_timestamp(u.served_at)
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::float8[])
+     AS u(org_id, recommendation_id, strategy, mode, user_id, context_item_id, item_ids, model_version, served_at)
+ON CONFLICT (org_id, recommendation_id) DO NOTHING
+"""
+
+
+async def insert_served(session: Any, rows: list[dict[str, Any]]) -> None:
+    import orjson
+
+    conn = await driver_connection(session)
+    await conn.execute(
+        _INSERT,
+        [r["org_id"] for r in rows],
+        [r["recommendation_id"] for r in rows],
+        [r["strategy"] for r in rows],
+        [r["mode"] for r in rows],
+        [r.get("user_id") for r in rows],
+        [r.get("context_item_id") for r in rows],
+        [orjson.dumps(r["item_ids"]).decode() for r in rows],
+        [r.get("model_version") for r in rows],
+        [r["served_at"] for r in rows],
+    )

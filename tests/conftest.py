@@ -1,0 +1,125 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded, or external via LEHNZ_TEST_*_URL),
+one api app per session over ASGI, a fresh org per test so tests never see each other's data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from app.embedded import EmbeddedServers  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.factories import OrgKeys, create_org  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="lehnz-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server_urls(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """External servers when LEHNZ_TEST_DATABASE_URL / LEHNZ_TEST_REDIS_URL are set, else embedded ones."""
+    database_url = os.environ.get("LEHNZ_TEST_DATABASE_URL")
+    redis_url = os.environ.get("LEHNZ_TEST_REDIS_URL")
+    servers = EmbeddedServers(data_dir / "servers", postgres=database_url is None, redis_server=redis_url is None)
+    urls = servers.open() if (database_url is None or redis_url is None) else None
+    from app.storage.migrate import upgrade_head
+
+    database_url = database_url or (urls.database_url if urls else None)
+    redis_url = redis_url or (urls.redis_url if urls else None)
+    assert database_url and redis_url
+    upgrade_head(database_url)
+    yield database_url, redis_url
+    servers.close()
+
+
+def make_settings(server_urls: tuple[str, str], data_dir: Path, **overrides: Any) -> Settings:
+    database_url, redis_url = server_urls
+    base: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "data_dir": data_dir,
+        "model_dir": data_dir / "models",
+        "access_log": False,
+        "sync_interval_s": 0.05,
+        "ingest_job_timeout_s": 10,
+        "retry_backoff_max_s": 1.0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="session")
+def settings(server_urls: tuple[str, str], data_dir: Path) -> Settings:
+    return make_settings(server_urls, data_dir)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    from app.main import create_app
+
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest_asyncio.fixture(scope="session")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db(settings: Settings) -> AsyncIterator[Any]:
+    """A session factory for assertions and set-up (tests own their transactions)."""
+    from app.storage.db import create_engine, create_session_factory
+
+    engine = create_engine(settings.database_url or "", pool_size=2)
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def redis(settings: Settings) -> AsyncIterator[Any]:
+    from app.queue import create_redis
+
+    client = create_redis(settings.redis_url or "")
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def org(db: Any) -> OrgKeys:
+    return await create_org(db, name=f"Test {uuid.uuid4().hex[:8]}")
+
+
+@pytest_asyncio.fixture
+async def other_org(db: Any) -> OrgKeys:
+    return await create_org(db, name=f"Other {uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def drain(settings: Settings) -> Any:
+    """Run the worker in burst mode until the queues are empty (no sleeps, no polling of results)."""
+    from workers.main import run
+
+    async def _drain(**overrides: Any) -> None:
+        await asyncio.wait_for(run(settings.model_copy(update=overrides), burst=True), timeout=60)
+
+    return _drain

@@ -1,0 +1,140 @@
+"""Ingest jobs: persist a request's records in one transaction, then update real-time state.
+
+Every step is idempotent, so arq may run a job twice (worker killed, Redis restarted):
+events are keyed (org_id, event_id), items/users are upserts that never let an older
+request overwrite a newer one, and real-time entries are sorted-set members keyed by event id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from app import redis_keys
+from app.recommend import realtime
+from app.storage import catalog, events, identity
+from workers.failures import handle_failure
+
+log = logging.getLogger("lehnz.worker.ingest")
+
+
+async def ingest_items(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
+    try:
+        async with ctx["sessions"]() as session, session.begin():
+            await catalog.upsert_items(session, uuid.UUID(org_id), records)
+    except Exception as exc:
+        await handle_failure(ctx, exc, function="ingest_items", kwargs=_kw(org_id, records), kind="items",
+                             records=len(records))
+        return 0
+    redis = ctx["redis"]
+    async with redis.pipeline(transaction=True) as pipe:
+        # api replicas poll this counter and refresh their catalog: status changes apply in seconds.
+        pipe.incr(redis_keys.catalog_version(org_id))
+        pipe.hincrby(redis_keys.INGEST_STATS, "items:persisted", len(records))
+        pipe.zrem(redis_keys.pending(org_id), ctx["job_id"])
+        await pipe.execute()
+    return len(records)
+
+
+async def ingest_users(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
+    try:
+        async with ctx["sessions"]() as session, session.begin():
+            await catalog.upsert_users(session, uuid.UUID(org_id), records)
+    except Exception as exc:
+        await handle_failure(ctx, exc, function="ingest_users", kwargs=_kw(org_id, records), kind="users",
+                             records=len(records))
+        return 0
+    redis = ctx["redis"]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hincrby(redis_keys.INGEST_STATS, "users:persisted", len(records))
+        pipe.zrem(redis_keys.pending(org_id), ctx["job_id"])
+        await pipe.execute()
+    return len(records)
+
+
+async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
+    redis = ctx["redis"]
+    settings = ctx["settings"]
+    records = await _drop_erased(redis, org_id, records)
+    identifies = sorted((r for r in records if r["event_name"] == "identify"), key=lambda r: r["occurred_at"])
+    try:
+        async with ctx["sessions"]() as session, session.begin():
+            org_uuid = uuid.UUID(org_id)
+            new_ids = await events.insert_events(session, org_uuid, records) if records else set()
+            stitches = [
+                stitch
+                for r in identifies
+                if (stitch := await identity.stitch(
+                    session, org_uuid, previous_id=r["previous_user_id"], user_id=r["user_id"]
+                ))
+                is not None
+            ]
+    except Exception as exc:
+        await handle_failure(ctx, exc, function="ingest_events", kwargs=_kw(org_id, records), kind="events",
+                             records=len(records))
+        return 0
+
+    # Postgres is committed; now the real-time state (idempotent, so safe to redo on a retry).
+    async with redis.pipeline(transaction=False) as pipe:
+        for stitch in stitches:
+            pipe.hset(redis_keys.aliases(org_id), mapping={alias: stitch.canonical_id for alias in stitch.alias_ids})
+            realtime.merge_users(
+                pipe, org_id, into=stitch.canonical_id, sources=stitch.alias_ids, keep=settings.recent_activity_len
+            )
+        await pipe.execute()
+
+    by_user = await _group_by_canonical_user(redis, org_id, [r for r in records if r.get("item_id")])
+    async with redis.pipeline(transaction=True) as pipe:
+        realtime.record_activity(pipe, org_id, by_user, keep=settings.recent_activity_len)
+        if new_ids:
+            pipe.hincrby(redis_keys.NEW_DATA, org_id, len(new_ids))
+        pipe.hincrby(redis_keys.INGEST_STATS, "events:persisted", len(new_ids))
+        pipe.zrem(redis_keys.pending(org_id), ctx["job_id"])
+        await pipe.execute()
+    return len(new_ids)
+
+
+async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> int:
+    """The api's served-recommendation log (attribution, analytics)."""
+    from app.storage import served
+
+    try:
+        async with ctx["sessions"]() as session, session.begin():
+            await served.insert_served(session, rows)
+    except Exception as exc:
+        await handle_failure(ctx, exc, function="persist_served", kwargs={"rows": rows}, kind="served",
+                             records=len(rows))
+        return 0
+    return len(rows)
+
+
+async def _drop_erased(redis: Any, org_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events of an erased user that were received before the erasure request are not stored."""
+    user_ids = sorted({r["user_id"] for r in records})
+    tombstones = await redis.hmget(redis_keys.erased(org_id), user_ids) if user_ids else []
+    erased_at = {u: float(t) for u, t in zip(user_ids, tombstones, strict=True) if t is not None}
+    if not erased_at:
+        return records
+    kept = [r for r in records if r["received_at"] > erased_at.get(r["user_id"], float("-inf"))]
+    log.info("dropped %d events of erased users in org %s", len(records) - len(kept), org_id)
+    return kept
+
+
+async def _group_by_canonical_user(
+    redis: Any, org_id: str, records: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    user_ids = sorted({r["user_id"] for r in records})
+    canonical: dict[str, str] = {}
+    if user_ids:
+        resolved = await redis.hmget(redis_keys.aliases(org_id), user_ids)
+        canonical = {u: (c.decode() if c is not None else u) for u, c in zip(user_ids, resolved, strict=True)}
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_user[canonical[record["user_id"]]].append(record)
+    return by_user
+
+
+def _kw(org_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"org_id": org_id, "records": records}
