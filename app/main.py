@@ -12,10 +12,13 @@ from fastapi import FastAPI
 from app.api import handlers, openapi
 from app.api.auth import KeyCache
 from app.api.middleware import PublishableCors, RequestContextMiddleware
-from app.api.routes import health, ingest, users
+from app.api.routes import health, ingest, models, recommend, users
 from app.api.state import AppState
 from app.api.sync import SyncLoop
+from app.model_store import ModelStore
 from app.queue import Queue, create_redis
+from app.recommend.model_cache import ModelCache
+from app.recommend.served_log import ServedLog
 from app.settings import Settings, get_settings
 from app.storage.db import create_engine, create_session_factory
 
@@ -52,15 +55,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue=Queue(redis),
             keys=KeyCache(sessions),
         )
-        sync = SyncLoop(state)
+        state.models = ModelCache(sessions, ModelStore(settings.models_path), max_orgs=settings.model_cache_orgs)
+        state.served_log = ServedLog(state.queue)
         app.state.lehnz = state
-        sync_task = asyncio.create_task(sync.run(), name="lehnz-sync")
+        tasks = [
+            asyncio.create_task(SyncLoop(state).run(), name="lehnz-sync"),
+            asyncio.create_task(state.served_log.run(), name="lehnz-served-log"),
+            asyncio.create_task(_preload(state), name="lehnz-preload"),
+        ]
         try:
             yield
         finally:
-            sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sync_task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(state.served_log.flush(), timeout=2)
             await redis.aclose()
             await engine.dispose()
 
@@ -77,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(users.router)
+    app.include_router(recommend.router)
+    app.include_router(models.router)
     app.add_middleware(
         PublishableCors,
         paths=PUBLISHABLE_PATHS,
@@ -90,3 +104,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log_enabled=settings.access_log
     )
     return app
+
+
+async def _preload(state: AppState) -> None:
+    """Load every org's models and catalog in the background, so first requests find them ready."""
+    from app.storage import orgs
+
+    try:
+        async with state.sessions() as session:
+            org_ids = [str(org_id) for org_id in await orgs.list_org_ids(session)]
+    except Exception:  # noqa: BLE001 - the database may be down at start; orgs then load on first use
+        log.warning("could not list organisations to preload models; they load on first request")
+        return
+    assert state.models is not None
+    await state.models.preload(org_ids)

@@ -72,3 +72,12 @@ MODEL_LOADED = Gauge(
 def observe_request(route: str, method: str, status: int, elapsed_s: float) -> None:
     HTTP_LATENCY.labels(route, method).observe(elapsed_s)
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
+
+
+def forget_model(org_id: str, version: str | None) -> None:
+    if version is None:
+        return
+    try:
+        MODEL_LOADED.remove(org_id, version)
+    except KeyError:
+        pass

@@ -37,12 +37,13 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """requestBody: one object or an array of up to LEHNZ_MAX_BATCH of them."""
+def json_body_schema(model: type[BaseModel], *, allow_array: bool = True) -> dict[str, Any]:
+    """requestBody: one object, or (ingest) an array of up to LEHNZ_MAX_BATCH of them."""
     _EXTRA_MODELS[model.__name__] = model
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     example = (model.model_config.get("json_schema_extra") or {}).get("examples", [None])[0]  # type: ignore[union-attr]
-    content: dict[str, Any] = {"schema": {"anyOf": [ref, {"type": "array", "items": ref}]}}
+    schema = {"anyOf": [ref, {"type": "array", "items": ref}]} if allow_array else ref
+    content: dict[str, Any] = {"schema": schema}
     if example is not None:
         content["example"] = example
     return {"requestBody": {"required": True, "content": {"application/json": content}}}

@@ -111,3 +111,15 @@ def _number_or_none(value: Any) -> float | None:
     except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
+
+
+async def user_state(redis: Redis, org_id: str, user_id: str, *, limit: int) -> tuple[str, list[Activity]]:
+    """(canonical user id, recent activity newest first) in one round trip (two after a stitch)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(redis_keys.aliases(org_id), user_id)
+        pipe.zrevrange(redis_keys.recent(org_id, user_id), 0, limit - 1)
+        canonical_raw, members = await pipe.execute()
+    if canonical_raw is None:
+        return user_id, [decode(m) for m in members]
+    canonical = canonical_raw.decode() if isinstance(canonical_raw, bytes) else str(canonical_raw)
+    return canonical, await read_recent(redis, org_id, canonical, limit=limit)

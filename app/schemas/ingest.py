@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -12,12 +12,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    TypeAdapter,
-    ValidationError,
     model_validator,
 )
 
-from app.errors import FieldErrors, ValidationFailed, field_error
 
 
 
@@ -154,32 +151,3 @@ class EventIn(_Record):
             if self.previous_user_id == self.user_id:
                 raise ValueError("previous_user_id must differ from user_id")
         return self
-
-
-_ADAPTERS: dict[type[_Record], TypeAdapter[list[Any]]] = {
-    model: TypeAdapter(list[model]) for model in (ItemIn, UserIn, EventIn)  # type: ignore[valid-type]
-}
-
-
-R = TypeVar("R", bound=_Record)
-
-
-def validate_batch(model: type[R], records: list[Any], *, name: str, single: bool) -> list[R]:
-    """Validate every record; on failure raise with *every* bad record named by index."""
-    try:
-        return _ADAPTERS[model].validate_python(records)
-    except ValidationError as exc:
-        raise ValidationFailed(_field_errors(exc, name=name, single=single)) from None
-
-
-def _field_errors(exc: ValidationError, *, name: str, single: bool) -> FieldErrors:
-    errors: FieldErrors = []
-    for err in exc.errors(include_url=False, include_input=False):
-        index, *path = err["loc"]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
-        field = where.lstrip(".") if single else f"{name}[{index}]{where}"
-        message = err["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
-        errors.append(field_error(field or "(record)", message))
-    return errors

@@ -116,3 +116,21 @@ async def upsert_users(session: AsyncSession, org_id: uuid.UUID, records: list[d
         [r["received_at"] for r in records],
     )
     return len(records)
+
+
+_CATALOG_COLUMNS = """
+SELECT item_id, item_type, status, attributes::text, extract(epoch FROM created_at)::float8,
+       extract(epoch FROM updated_at)::float8
+FROM items WHERE org_id = $1
+"""
+
+
+async def load_catalog_rows(session: AsyncSession, org_id: uuid.UUID, *, changed_since: float | None) -> list[Any]:
+    """Rows (item_id, item_type, status, attributes JSON text, created_at, updated_at) as unix times.
+
+    `changed_since` reads only rows updated after it (the api's incremental refresh).
+    """
+    conn = await driver_connection(session)
+    if changed_since is None:
+        return list(await conn.fetch(_CATALOG_COLUMNS, org_id))
+    return list(await conn.fetch(_CATALOG_COLUMNS + " AND updated_at > to_timestamp($2)", org_id, changed_since))

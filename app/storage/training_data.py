@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 
 _EVENTS = """
@@ -45,10 +44,6 @@ async def load(conn: Any, org_id: uuid.UUID) -> RawTrainingData:
             r[0] for r in await conn.fetch("SELECT user_id FROM users WHERE org_id = $1 AND status <> 'active'", org_id)
         }
     return RawTrainingData(events=events, items=items, aliases=aliases, hidden_users=hidden)
-
-
-def column(records: list[Any], index: int, dtype: Any = object) -> np.ndarray:
-    return np.array([r[index] for r in records], dtype=dtype)
 
 
 def attributes(records: list[Any], index: int) -> list[dict[str, Any]]:

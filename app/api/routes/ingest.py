@@ -14,7 +14,8 @@ from app.api.openapi import error_responses, json_body_schema
 from app.errors import BadRequest, PayloadTooLarge
 from app.queue import Queue
 from app.schemas.envelope import Accepted, Envelope
-from app.schemas.ingest import EventIn, ItemIn, UserIn, validate_batch
+from app.schemas.ingest import EventIn, ItemIn, UserIn
+from app.schemas.validation import validate_batch
 from app.settings import Settings
 
 router = APIRouter(prefix="/v1/ingest", tags=["ingestion"])

@@ -1,0 +1,175 @@
+"""OrgModels: everything one training run produces for one org, as plain arrays.
+
+Immutable once built; serving swaps the reference to a new bundle in one assignment. It
+round-trips through np.savez / np.load(allow_pickle=False): string ids become one UTF-8 blob
+plus offsets, sparse matrices become data/indices/indptr/shape, scalars go to the manifest.
+Neighbour-table rows are stored best-first (see topk.py); the round trip keeps that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from app.ml.als import item_gram
+from app.ml.interactions import TrainParams
+
+FORMAT_VERSION = 1
+ID_FIELDS = ("item_ids", "user_ids")
+SPARSE_FIELDS = (
+    "user_items",
+    "item_neighbors",
+    "content_neighbors",
+    "copurchase",
+    "copurchase_counts",
+    "coengagement",
+    "transitions",
+    "purchase_counts",
+    "last_purchase_ts",
+)
+DENSE_FIELDS = (
+    "user_factors",
+    "item_factors",
+    "ease_b",
+    "popularity",
+    "trending",
+    "repurchase_interval",
+    "user_price_center",
+    "user_price_spread",
+    "item_price",
+)
+# NaN in these means "unknown" by design; everything else must be finite.
+NAN_MEANS_UNKNOWN = ("repurchase_interval", "user_price_center", "user_price_spread", "item_price")
+
+
+@dataclass(frozen=True, eq=False)
+class OrgModels:
+    version: str
+    trained_at: float  # unix s: the params.now the run was trained against
+    params: TrainParams
+    n_interactions: int  # events used for training
+    item_ids: np.ndarray  # object (str): column order of every item-indexed array
+    user_ids: np.ndarray  # object (str): row order of every user-indexed array
+    user_items: csr_matrix  # users x items float32: decayed, clipped training weights
+    user_factors: np.ndarray  # users x factors float32
+    item_factors: np.ndarray  # items x factors float32
+    ease_b: np.ndarray  # items x items float32, 0 x 0 when EASE is not used
+    item_neighbors: csr_matrix  # items x items: behavioural kNN in [0, 1]
+    content_neighbors: csr_matrix  # items x items: attribute cosine in [0, 1]
+    copurchase: csr_matrix  # items x items: shrunk added value in [0, 1)
+    copurchase_counts: csr_matrix  # items x items: raw co-purchase counts (eval baseline)
+    coengagement: csr_matrix  # items x items: shrunk added value in [0, 1)
+    transitions: csr_matrix  # items x items: P(next item | item)
+    popularity: np.ndarray  # items float32 [0, 1]
+    trending: np.ndarray  # items float32 [0, 1]
+    purchase_counts: csr_matrix  # users x items float32
+    last_purchase_ts: csr_matrix  # users x items float64
+    repurchase_interval: np.ndarray  # items float64 seconds, NaN unknown
+    user_price_center: np.ndarray  # users float32 mean log(price), NaN unknown
+    user_price_spread: np.ndarray  # users float32 spread of log(price), NaN unknown
+    item_price: np.ndarray  # items float32, NaN unknown
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form manifest notes (timings)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        return {item_id: i for i, item_id in enumerate(self.item_ids.tolist())}
+
+    @cached_property
+    def user_index(self) -> dict[str, int]:
+        return {user_id: u for u, user_id in enumerate(self.user_ids.tolist())}
+
+    @cached_property
+    def item_factor_gram(self) -> np.ndarray:
+        """Y^T Y for fold_in_user, computed once per loaded bundle."""
+        return item_gram(self.item_factors)
+
+    @property
+    def uses_ease(self) -> bool:
+        return self.ease_b.size > 0
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "version": self.version,
+            "trained_at": self.trained_at,
+            "counts": {"items": self.n_items, "users": self.n_users, "interactions": self.n_interactions},
+            "params": dataclasses.asdict(self.params),
+            "extra": self.extra,
+        }
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}
+        for name in ID_FIELDS:
+            arrays[f"{name}.blob"], arrays[f"{name}.offsets"] = encode_strings(getattr(self, name))
+        for name in SPARSE_FIELDS:
+            matrix: csr_matrix = getattr(self, name)
+            arrays[f"{name}.data"] = matrix.data
+            arrays[f"{name}.indices"] = matrix.indices
+            arrays[f"{name}.indptr"] = matrix.indptr
+            arrays[f"{name}.shape"] = np.asarray(matrix.shape, dtype=np.int64)
+        for name in DENSE_FIELDS:
+            arrays[name] = getattr(self, name)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> OrgModels:
+        if manifest.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {manifest.get('format')!r}")
+        values: dict[str, Any] = {}
+        for name in ID_FIELDS:
+            values[name] = decode_strings(arrays[f"{name}.blob"], arrays[f"{name}.offsets"])
+        for name in SPARSE_FIELDS:
+            shape = tuple(int(n) for n in arrays[f"{name}.shape"])
+            values[name] = csr_matrix(
+                (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]), shape=shape
+            )
+        for name in DENSE_FIELDS:
+            values[name] = arrays[name]
+        return cls(
+            version=manifest["version"],
+            trained_at=float(manifest["trained_at"]),
+            params=TrainParams(**manifest["params"]),
+            n_interactions=int(manifest["counts"]["interactions"]),
+            extra=dict(manifest.get("extra", {})),
+            **values,
+        )
+
+    def non_finite_parts(self) -> list[str]:
+        """Names of arrays holding NaN/Inf where they must not (NaN = unknown is allowed)."""
+        bad = []
+        for name in (*SPARSE_FIELDS, *DENSE_FIELDS):
+            value = getattr(self, name)
+            data = value.data if isinstance(value, csr_matrix) else value
+            ok = ~np.isinf(data) if name in NAN_MEANS_UNKNOWN else np.isfinite(data)
+            if not ok.all():
+                bad.append(name)
+        return bad
+
+
+def encode_strings(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 UTF-8 blob, int64 offsets of length n + 1): string ids without object arrays."""
+    encoded = [value.encode("utf-8") for value in values.tolist()]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    raw = blob.tobytes()
+    bounds = offsets.tolist()
+    out = np.empty(len(bounds) - 1, dtype=object)
+    out[:] = [raw[start:stop].decode("utf-8") for start, stop in zip(bounds[:-1], bounds[1:])]
+    return out

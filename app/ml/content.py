@@ -1,0 +1,160 @@
+"""Attribute (content) similarity: TF-IDF cosine over an item's fields and title words.
+
+Tokens: item_type=<v>, <field>=<v> for short string attributes and each element of string
+lists (tags), and w:<word> for words of the title/name. Numbers (price, rating) are not
+categories and are skipped. Only catalog data is used, so a brand-new item with attributes
+has neighbours before anyone has touched it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from app.ml.interactions import CatalogSnapshot
+from app.ml.topk import pairwise_top_k, top_k_per_row
+
+TEXT_FIELDS = ("title", "name")
+# Longer strings are descriptions or URLs, not categories.
+MAX_VALUE_CHARS = 64
+# Candidates kept per item before common tokens re-rank them, as a multiple of k.
+CANDIDATES_PER_K = 2
+# Common tokens per item used in re-ranking (the heaviest); an item rarely has more.
+MAX_COMMON_TOKENS = 8
+RESCORE_CHUNK = 500_000
+_WORD = re.compile(r"[^\W_]{2,}")
+
+
+def item_tokens(item_type: str | None, attributes: dict[str, Any] | None) -> list[str]:
+    """The distinct tokens describing one item (lower-cased, field-qualified)."""
+    tokens = [f"item_type={item_type.strip().lower()}"] if item_type else []
+    for key, value in (attributes or {}).items():
+        if key in TEXT_FIELDS:
+            if isinstance(value, str):
+                tokens.extend(f"w:{word}" for word in _WORD.findall(value.lower()))
+        elif isinstance(value, str):
+            tokens.extend(_field_tokens(key, [value]))
+        elif isinstance(value, list):
+            tokens.extend(_field_tokens(key, value))
+    return list(dict.fromkeys(tokens))
+
+
+def _field_tokens(key: str, values: Iterable[Any]) -> Iterable[str]:
+    for value in values:
+        if isinstance(value, str) and value.strip() and len(value) <= MAX_VALUE_CHARS:
+            yield f"{key}={value.strip().lower()}"
+
+
+def tfidf_matrix(token_lists: list[list[str]]) -> csr_matrix:
+    """items x tokens, rows L2-normalised, idf = ln((1 + N) / (1 + df)).
+
+    Tokens on a single item cannot link two items and would only dilute its norm, so they are
+    dropped; a token on every item gets idf 0 and drops out by itself.
+    """
+    vocabulary: dict[str, int] = {}
+    indices = np.fromiter(
+        (vocabulary.setdefault(t, len(vocabulary)) for tokens in token_lists for t in tokens), np.int64
+    )
+    lengths = np.fromiter((len(tokens) for tokens in token_lists), np.int64, len(token_lists))
+    n_items = len(token_lists)
+    df = np.bincount(indices, minlength=len(vocabulary)).astype(np.float64)
+    idf = np.log((1.0 + n_items) / (1.0 + df))
+    idf[df < 2] = 0.0
+    rows = np.repeat(np.arange(n_items), lengths)
+    matrix = csr_matrix((idf[indices], (rows, indices)), shape=(n_items, len(vocabulary)))
+    matrix.eliminate_zeros()
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    row_of_entry = np.repeat(np.arange(n_items), np.diff(matrix.indptr))
+    matrix.data = matrix.data / norms[row_of_entry]
+    return matrix
+
+
+def narrow_tokens(x: csr_matrix, pair_budget: int) -> np.ndarray:
+    """Tokens to generate candidate pairs from: the rarest ones, up to the largest df whose
+    pairs (sum of df^2 over tokens at most that common) fit the budget."""
+    df = np.diff(x.tocsc().indptr)
+    values, counts = np.unique(df, return_counts=True)
+    within = np.cumsum(counts * values.astype(np.float64) ** 2) <= pair_budget
+    max_df = values[within].max() if within.any() else 0
+    return df <= max_df
+
+
+def content_neighbours(
+    catalog: CatalogSnapshot,
+    item_ids: np.ndarray,
+    *,
+    k: int,
+    pair_budget: int,
+    allowed_neighbours: np.ndarray | None = None,
+) -> csr_matrix:
+    """items x items float32 cosine top-k in [0, 1], never the item itself.
+
+    item_ids is the training item universe; items absent from the catalog have no tokens and
+    so no neighbours. Exact while every token fits pair_budget. Otherwise the common tokens
+    (a big category, a popular tag) only re-rank: candidates are the best CANDIDATES_PER_K * k
+    items by the rare tokens, then scored by the full cosine. An item described only by
+    common tokens then has no content neighbours (serving blends in or falls back).
+    """
+    position = {item_id: row for row, item_id in enumerate(catalog.item_ids.tolist())}
+    token_lists = []
+    for item_id in item_ids.tolist():
+        row = position.get(item_id)
+        if row is None:
+            token_lists.append([])
+        else:
+            token_lists.append(item_tokens(catalog.item_types[row], catalog.attributes[row]))
+    x = tfidf_matrix(token_lists)
+    narrow = narrow_tokens(x, pair_budget)
+    if narrow.all():
+        return pairwise_top_k(x, x.T.tocsr(), k, _cosine, allowed_columns=allowed_neighbours)
+
+    x_narrow = csr_matrix(x[:, narrow])
+    candidates = pairwise_top_k(
+        x_narrow, x_narrow.T.tocsr(), CANDIDATES_PER_K * k, _cosine, allowed_columns=allowed_neighbours
+    )
+    rows = np.repeat(np.arange(candidates.shape[0]), np.diff(candidates.indptr))
+    broad_ids, broad_weights = _padded_slots(csr_matrix(x[:, ~narrow]), MAX_COMMON_TOKENS)
+    scores = candidates.data.astype(np.float64)
+    for start in range(0, len(rows), RESCORE_CHUNK):
+        part = slice(start, start + RESCORE_CHUNK)
+        scores[part] += _padded_dot(broad_ids, broad_weights, rows[part], candidates.indices[part])
+    rescored = csr_matrix(
+        (np.minimum(scores, 1.0), candidates.indices, candidates.indptr), shape=candidates.shape
+    )
+    return top_k_per_row(rescored, k)
+
+
+def _cosine(rows: np.ndarray, cols: np.ndarray, dots: np.ndarray) -> np.ndarray:
+    return np.minimum(dots, 1.0)  # rows are unit vectors; min() only absorbs rounding
+
+
+def _padded_slots(x: csr_matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's `width` heaviest entries as slot x row arrays (token ids, weights), -1 / 0 padded."""
+    best = top_k_per_row(x, width)
+    counts = np.diff(best.indptr)
+    width = int(counts.max()) if counts.size else 0
+    ids = np.full((width, x.shape[0]), -1, dtype=np.int64)
+    weights = np.zeros((width, x.shape[0]), dtype=np.float64)
+    rows = np.repeat(np.arange(x.shape[0]), counts)
+    slots = np.arange(best.nnz) - np.repeat(best.indptr[:-1], counts)
+    ids[slots, rows] = best.indices
+    weights[slots, rows] = best.data
+    return ids, weights
+
+
+def _padded_dot(ids: np.ndarray, weights: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Dot products of row pairs held in slots: compare every slot of one with every slot of the
+    other, touching only the (few) matches."""
+    total = np.zeros(len(rows))
+    right_ids = [np.where(slot >= 0, slot, -2)[cols] for slot in ids]  # padding must not match padding
+    right_weights = [slot[cols] for slot in weights]
+    for left_slot, left_weight_slot in zip(ids, weights):
+        left_ids, left_weights = left_slot[rows], left_weight_slot[rows]
+        for other_ids, other_weights in zip(right_ids, right_weights):
+            hit = np.flatnonzero(left_ids == other_ids)
+            total[hit] += left_weights[hit] * other_weights[hit]
+    return total

@@ -1,0 +1,151 @@
+"""Items that go together: co-purchase, co-engagement and in-session transitions.
+
+A basket is an order (co-purchase) or a session (co-engagement). With B the baskets x items
+incidence matrix, B^T B holds every pair's co-count n_ab; n_a is the number of baskets with a,
+N the number of baskets. The pair score is the shrunk "added value" of b given a:
+
+    conf = n_ab / (n_a + s)                      P(b | a), shrunk toward 0
+    lift = (n_ab + s) / (n_a * n_b / N + s)      observed / expected, shrunk toward 1
+    score = conf * (1 - 1 / lift)   (0 if lift <= 1)
+
+conf * (1 - 1/lift) is P(b|a) - P(b) for unshrunk values: how much more likely b becomes when
+a is in the basket. Something in every basket (bananas) gets lift ~1 and scores ~0 however
+high its raw count; two rare items seen together once score ~0.03 (s = 5) against ~0.5 for a
+pair seen together in most of their baskets. Scores lie in [0, 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from app.ml.interactions import EncodedLog
+from app.ml.topk import pairwise_top_k_multi, top_k_per_row
+
+
+def factorize(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense codes in order of first appearance; None and "" (missing) get -1."""
+    codes: dict[object, int] = {}
+    out = np.fromiter(
+        (-1 if v is None or v == "" else codes.setdefault(v, len(codes)) for v in values),
+        np.int64,
+        len(values),
+    )
+    return out, len(codes)
+
+
+def assign_sessions(
+    users: np.ndarray, timestamps: np.ndarray, session_ids: np.ndarray, gap_s: float
+) -> np.ndarray:
+    """A session number per event (0..S-1).
+
+    Events carrying a session_id form one session per (user, session_id). The others are
+    split per user by time: a pause longer than gap_s starts a new session.
+    """
+    sessions = np.empty(len(users), dtype=np.int64)
+    sid_codes, n_sids = factorize(session_ids)
+    tagged = sid_codes >= 0
+    _, tagged_sessions = np.unique(users[tagged] * max(n_sids, 1) + sid_codes[tagged], return_inverse=True)
+    sessions[tagged] = tagged_sessions
+    offset = int(tagged_sessions.max()) + 1 if tagged_sessions.size else 0
+
+    untagged = np.flatnonzero(~tagged)
+    order = untagged[np.lexsort((timestamps[untagged], users[untagged]))]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (users[order][1:] != users[order][:-1]) | (np.diff(timestamps[order]) > gap_s)
+    sessions[order] = offset + np.cumsum(starts) - 1
+    return sessions
+
+
+def basket_incidence(
+    baskets: np.ndarray, items: np.ndarray, n_items: int, max_items: int
+) -> csr_matrix:
+    """baskets x items 0/1 matrix; baskets with more than max_items distinct items dropped."""
+    _, basket_rows = np.unique(baskets, return_inverse=True)
+    n_baskets = int(basket_rows.max()) + 1 if basket_rows.size else 0
+    incidence = csr_matrix(
+        (np.ones(len(items)), (basket_rows, items)), shape=(n_baskets, n_items)
+    )
+    incidence.data[:] = 1.0  # an item twice in one basket is still one co-occurrence
+    sizes = np.diff(incidence.indptr)
+    return csr_matrix(incidence[sizes <= max_items])
+
+
+def pair_scores(
+    incidence: csr_matrix,
+    *,
+    k: int,
+    shrinkage: float,
+    allowed_neighbours: np.ndarray | None = None,
+    with_counts: bool = False,
+) -> tuple[csr_matrix, csr_matrix | None]:
+    """(scored top-k, raw co-count top-k or None), items x items float32, never i -> i.
+
+    The raw co-count table is the naive "bought together N times" baseline for evaluation.
+    """
+    n_baskets = float(incidence.shape[0])
+    basket_count = np.asarray(incidence.sum(axis=0)).ravel()
+    # Single-item baskets count towards n_a and N but can form no pair: skip them in B^T B.
+    paired = csr_matrix(incidence[np.diff(incidence.indptr) >= 2])
+    item_baskets = paired.T.tocsr()
+
+    def added_value(rows: np.ndarray, cols: np.ndarray, together: np.ndarray) -> np.ndarray:
+        n_a, n_b = basket_count[rows], basket_count[cols]
+        confidence = together / (n_a + shrinkage)
+        lift = (together + shrinkage) / (n_a * n_b / n_baskets + shrinkage)
+        return np.maximum(confidence * (1.0 - 1.0 / lift), 0.0)
+
+    def raw_count(rows: np.ndarray, cols: np.ndarray, together: np.ndarray) -> np.ndarray:
+        return together
+
+    scorers = [added_value, raw_count] if with_counts else [added_value]
+    tables = pairwise_top_k_multi(item_baskets, paired, k, scorers, allowed_columns=allowed_neighbours)
+    return tables[0], (tables[1] if with_counts else None)
+
+
+def purchase_baskets(encoded: EncodedLog, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(basket key, item) per purchase event: the order when known, else the session."""
+    log = encoded.log
+    bought = np.flatnonzero(log.is_purchase)
+    order_codes, n_orders = factorize(log.order_ids[bought])
+    has_order = order_codes >= 0
+    keys = np.empty(len(bought), dtype=np.int64)
+    # The user is part of the order key: an order id reused across users is not one basket.
+    _, order_keys = np.unique(
+        encoded.users[bought][has_order] * max(n_orders, 1) + order_codes[has_order], return_inverse=True
+    )
+    keys[has_order] = order_keys
+    keys[~has_order] = len(bought) + sessions[bought][~has_order]
+    return keys, encoded.items[bought]
+
+
+def transitions(
+    encoded: EncodedLog,
+    sessions: np.ndarray,
+    *,
+    k: int,
+    allowed_neighbours: np.ndarray | None = None,
+) -> csr_matrix:
+    """items x items float32: P(next distinct item is b | current item is a) within sessions.
+
+    Positive-weight events only (a remove is not a step forward); repeats of the same item in
+    a row collapse into one step.
+    """
+    log = encoded.log
+    n_items = encoded.n_items
+    steps = np.flatnonzero(log.weights > 0)
+    order = steps[np.lexsort((steps, log.timestamps[steps], sessions[steps]))]
+    session, item = sessions[order], encoded.items[order]
+    fresh = np.ones(len(order), dtype=bool)
+    fresh[1:] = (session[1:] != session[:-1]) | (item[1:] != item[:-1])
+    session, item = session[fresh], item[fresh]
+    follows = session[1:] == session[:-1]
+    counts = csr_matrix(
+        (np.ones(int(follows.sum())), (item[:-1][follows], item[1:][follows])), shape=(n_items, n_items)
+    )
+    totals = np.asarray(counts.sum(axis=1)).ravel()  # before masking: a true probability
+    row_of_entry = np.repeat(np.arange(n_items), np.diff(counts.indptr))
+    counts.data = counts.data / totals[row_of_entry]
+    if allowed_neighbours is not None:
+        counts.data[~allowed_neighbours[counts.indices]] = 0.0
+    return top_k_per_row(counts, k)

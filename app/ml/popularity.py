@@ -1,0 +1,52 @@
+"""Popular (a long, decayed window) and trending (activity rising above its own baseline).
+
+Only positive weights count: a remove_from_cart is not negative popularity, just no signal.
+Serving gets category-popular by masking the popularity vector with the category.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.ml.interactions import EncodedLog, TrainParams, decay
+
+
+def decayed_activity(encoded: EncodedLog, now: float, half_life_s: float) -> np.ndarray:
+    """Per item, the sum of positive weights decayed with the given half-life (float64)."""
+    log = encoded.log
+    positive = log.weights > 0
+    mass = log.weights[positive].astype(np.float64) * decay(log.timestamps[positive], now, half_life_s)
+    return np.bincount(encoded.items[positive], weights=mass, minlength=encoded.n_items)
+
+
+def popularity_scores(encoded: EncodedLog, params: TrainParams) -> np.ndarray:
+    """log1p of long-window activity, divided by the maximum: [0, 1], float32.
+
+    The log keeps the head from flattening everything else to ~0, so the vector stays useful
+    as a tie-breaker and as a blend component.
+    """
+    activity = np.log1p(decayed_activity(encoded, params.now, params.decay_half_life_s))
+    return _unit_max(activity)
+
+
+def trending_scores(encoded: EncodedLog, params: TrainParams) -> np.ndarray:
+    """How far recent activity exceeds what the item's long-run rate predicts: [0, 1], float32.
+
+    A decayed sum with half-life h of a steady stream of rate r is r * h / ln 2, so the short
+    sum expected from the long-run baseline is baseline * h_short / h_long. The surplus over
+    that is divided by sqrt(expected + prior) (a Poisson z-score): a steady item scores ~0 at
+    any volume, a rising one scores by how unlikely its burst is, and the prior keeps a single
+    fresh event on an unknown item from looking like a surge. Falling items score 0.
+    """
+    recent = decayed_activity(encoded, params.now, params.trending_half_life_s)
+    baseline = decayed_activity(encoded, params.now, params.decay_half_life_s)
+    expected = baseline * (params.trending_half_life_s / params.decay_half_life_s)
+    surplus = (recent - expected) / np.sqrt(expected + params.trending_prior_events)
+    return _unit_max(np.maximum(surplus, 0.0))
+
+
+def _unit_max(values: np.ndarray) -> np.ndarray:
+    top = float(values.max()) if values.size else 0.0
+    if not top > 0:  # also true for NaN, which is kept so training's final check rejects it
+        return values.astype(np.float32) if np.isnan(top) else np.zeros(values.shape, np.float32)
+    return (values / top).astype(np.float32)

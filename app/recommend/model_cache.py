@@ -1,0 +1,165 @@
+"""Per-org serving snapshots (trained models + live catalog), swapped by one reference assignment.
+
+A request reads `self._snapshots[org_id]` once and works on that immutable snapshot, so it
+never sees a half-loaded model. New model versions and catalog changes are noticed by the
+api's sync loop (app/api/sync.py) and applied in background tasks; the heavy parts (np.load,
+JSON parsing of a big catalog) run in a thread so the event loop keeps answering.
+
+The only time a request waits is the very first one for an org this process has never loaded
+(cold start); every later update happens behind the current snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
+
+from app import metrics
+from app.ml.artifacts import OrgModels
+from app.model_store import ModelStore
+from app.recommend.catalog import Catalog
+from app.storage import catalog as catalog_storage
+from app.storage.db import SessionFactory
+
+log = logging.getLogger("lehnz.models")
+
+# Re-read catalog rows updated a little before the newest one seen: a transaction that began
+# earlier but committed later still gets applied (re-applying a row is harmless).
+_CATALOG_OVERLAP_S = 5.0
+
+
+@dataclass(frozen=True, eq=False)
+class OrgSnapshot:
+    org_id: str
+    models: OrgModels | None
+    catalog: Catalog
+    catalog_version: bytes | None
+    loaded_at: float
+
+    @property
+    def model_version(self) -> str | None:
+        return None if self.models is None else self.models.version
+
+
+class ModelCache:
+    def __init__(self, sessions: SessionFactory, store: ModelStore, *, max_orgs: int) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._max_orgs = max_orgs
+        self._snapshots: OrderedDict[str, OrgSnapshot] = OrderedDict()
+        self._cold: dict[str, asyncio.Task[OrgSnapshot]] = {}
+        self._updating: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- requests ------------------------------------------------------------------------
+    async def get(self, org_id: str) -> OrgSnapshot:
+        snapshot = self._snapshots.get(org_id)
+        if snapshot is not None:
+            self._snapshots.move_to_end(org_id)
+            return snapshot
+        task = self._cold.get(org_id)
+        if task is None:
+            task = asyncio.create_task(self._cold_load(org_id), name=f"load-{org_id}")
+            self._cold[org_id] = task
+        return await asyncio.shield(task)
+
+    def peek(self, org_id: str) -> OrgSnapshot | None:
+        return self._snapshots.get(org_id)
+
+    # --- sync loop -----------------------------------------------------------------------
+    def org_ids(self) -> list[str]:
+        return list(self._snapshots)
+
+    def notice(self, org_id: str, *, model_version: bytes | None, catalog_version: bytes | None) -> None:
+        """Called every sync tick with the versions Redis holds; starts a background update if stale."""
+        snapshot = self._snapshots.get(org_id)
+        if snapshot is None or org_id in self._updating:
+            return
+        wanted_model = model_version.decode() if model_version else None
+        model_stale = wanted_model is not None and wanted_model != snapshot.model_version
+        catalog_stale = catalog_version != snapshot.catalog_version
+        if model_stale or catalog_stale:
+            task = asyncio.create_task(
+                self._update(org_id, model=model_stale, catalog_version=catalog_version), name=f"update-{org_id}"
+            )
+            self._updating[org_id] = task
+            task.add_done_callback(lambda _: self._updating.pop(org_id, None))
+
+    async def preload(self, org_ids: list[str]) -> None:
+        for org_id in org_ids[: self._max_orgs]:
+            try:
+                await self.get(org_id)
+            except Exception:  # noqa: BLE001 - a broken org must not stop the others loading
+                log.exception("preloading org %s failed", org_id)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "loaded_orgs": len(self._snapshots),
+            "loading": len(self._cold) + len(self._updating),
+            "versions": {org: s.model_version for org, s in self._snapshots.items()},
+        }
+
+    # --- loading -------------------------------------------------------------------------
+    def _lock(self, org_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(org_id, asyncio.Lock())
+
+    async def _cold_load(self, org_id: str) -> OrgSnapshot:
+        try:
+            async with self._lock(org_id):
+                models = await asyncio.to_thread(self._load_models, org_id)
+                rows = await self._catalog_rows(org_id, since=None)
+                catalog = await asyncio.to_thread(
+                    Catalog.build, rows, order=models.item_ids if models is not None else None
+                )
+                snapshot = OrgSnapshot(org_id, models, catalog, None, time.time())
+                self._install(snapshot)
+                return snapshot
+        finally:
+            self._cold.pop(org_id, None)
+
+    async def _update(self, org_id: str, *, model: bool, catalog_version: bytes | None) -> None:
+        try:
+            async with self._lock(org_id):
+                current = self._snapshots.get(org_id)
+                if current is None:
+                    return
+                snapshot = current
+                if model:
+                    models = await asyncio.to_thread(self._load_models, org_id)
+                    if models is not None and models.version != current.model_version:
+                        catalog = await asyncio.to_thread(current.catalog.realign, models.item_ids)
+                        snapshot = replace(snapshot, models=models, catalog=catalog)
+                        log.info("org %s now serves model %s", org_id, models.version)
+                since = snapshot.catalog.watermark - _CATALOG_OVERLAP_S
+                rows = await self._catalog_rows(org_id, since=since)
+                catalog = await asyncio.to_thread(snapshot.catalog.apply, rows) if rows else snapshot.catalog
+                self._install(replace(snapshot, catalog=catalog, catalog_version=catalog_version))
+        except Exception:  # noqa: BLE001 - keep serving the current snapshot; the next tick retries
+            log.exception("updating org %s failed; still serving the previous snapshot", org_id)
+
+    def _install(self, snapshot: OrgSnapshot) -> None:
+        previous = self._snapshots.get(snapshot.org_id)
+        if previous is not None and previous.model_version != snapshot.model_version:
+            metrics.forget_model(snapshot.org_id, previous.model_version)
+        self._snapshots[snapshot.org_id] = snapshot  # the swap: one assignment
+        self._snapshots.move_to_end(snapshot.org_id)
+        if snapshot.models is not None:
+            metrics.MODEL_LOADED.labels(snapshot.org_id, snapshot.models.version).set(snapshot.models.trained_at)
+        while len(self._snapshots) > self._max_orgs:
+            evicted, old = self._snapshots.popitem(last=False)
+            metrics.forget_model(evicted, old.model_version)
+            log.info("evicted org %s from the model cache", evicted)
+
+    def _load_models(self, org_id: str) -> OrgModels | None:
+        # The store's LATEST is the truth (a shared volume in compose); Redis only says "look again".
+        return self._store.load_latest(org_id)
+
+    async def _catalog_rows(self, org_id: str, *, since: float | None) -> list[Any]:
+        async with self._sessions() as session:
+            rows = await catalog_storage.load_catalog_rows(session, uuid.UUID(org_id), changed_since=since)
+        return [tuple(r) for r in rows]

@@ -1,0 +1,103 @@
+"""What a strategy sees (RankContext) and what it returns (Ranking), plus small shared helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from app.ml.artifacts import OrgModels
+from app.recommend.catalog import Catalog
+from app.recommend.realtime import Activity
+from app.settings import Settings
+
+
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """Candidate catalog indices with raw scores (higher is better), best-effort order."""
+
+    indices: np.ndarray  # int64 catalog indices
+    scores: np.ndarray  # float64, same length
+    reason: str
+    # Per-candidate reason codes when one strategy mixes kinds of result (else `reason`).
+    reasons: np.ndarray | None = None
+    mode: str | None = None  # overrides the registry's mode (e.g. `similar` answered by content only)
+
+    @classmethod
+    def from_weights(cls, weights: dict[int, float], *, reason: str, mode: str | None = None) -> Ranking | None:
+        if not weights:
+            return None
+        indices = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
+        scores = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
+        return cls(indices, scores, reason, mode=mode)
+
+
+@dataclass(frozen=True, eq=False)
+class RankContext:
+    models: OrgModels | None
+    catalog: Catalog
+    settings: Settings
+    now: float
+    user_id: str | None  # canonical (aliases resolved)
+    context_item: int | None  # catalog index of context_item_id, when known
+    context_item_given: bool
+    category: str | None  # filters.category, else the context item's category
+    recent: Sequence[Activity] = field(default_factory=tuple)  # newest first, from Redis
+
+    @property
+    def n_model(self) -> int:
+        return 0 if self.models is None else self.models.n_items
+
+    @cached_property
+    def model_user(self) -> int | None:
+        if self.models is None or self.user_id is None:
+            return None
+        return self.models.user_index.get(self.user_id)
+
+    def in_model(self, index: int | None) -> bool:
+        return index is not None and 0 <= index < self.n_model
+
+    def recent_items(self) -> list[tuple[int, Activity]]:
+        """Recent interactions whose item is in the catalog, newest first."""
+        out = []
+        for activity in self.recent:
+            index = self.catalog.index.get(activity.item_id)
+            if index is not None:
+                out.append((index, activity))
+        return out
+
+    def weight(self, activity: Activity) -> float:
+        return self.settings.event_weight(activity.event_name, activity.event_family)
+
+    def fresh_activity(self) -> list[tuple[int, Activity]]:
+        """Recent interactions the trained model has not seen yet (after trained_at), in the model."""
+        trained_at = self.models.trained_at if self.models is not None else float("-inf")
+        return [(i, a) for i, a in self.recent_items() if a.timestamp > trained_at and i < self.n_model]
+
+
+def row(matrix: csr_matrix, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(column indices, values) of one CSR row, without building a new matrix."""
+    start, stop = matrix.indptr[index], matrix.indptr[index + 1]
+    return matrix.indices[start:stop].astype(np.int64), matrix.data[start:stop].astype(np.float64)
+
+
+def accumulate(weights: dict[int, float], indices: np.ndarray, values: np.ndarray, scale: float) -> None:
+    for index, value in zip(indices.tolist(), values.tolist()):
+        weights[index] = weights.get(index, 0.0) + scale * value
+
+
+def neighbour_blend(
+    models: OrgModels, sources: Sequence[tuple[int, float]], parts: Sequence[tuple[str, float]]
+) -> dict[int, float]:
+    """Sum of the neighbour rows of `sources` (index, weight) in the named tables, weighted."""
+    weights: dict[int, float] = {}
+    for table_name, table_weight in parts:
+        table: csr_matrix = getattr(models, table_name)
+        for index, source_weight in sources:
+            if 0 <= index < table.shape[0]:
+                cols, vals = row(table, index)
+                accumulate(weights, cols, vals, table_weight * source_weight)
+    return weights

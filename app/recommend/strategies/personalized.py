@@ -1,0 +1,105 @@
+"""personalized and price-optimized: the user's learned taste, folded in with fresh events."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.ml.als import fold_in_user, user_confidences
+from app.ml.ease import ease_scores
+from app.recommend.ranking import RankContext, Ranking, row
+
+
+def user_scores(ctx: RankContext) -> np.ndarray | None:
+    """Scores over the model's items for this user, or None without any signal.
+
+    Events newer than the model (from Redis) are added to the user's trained row, so a
+    user with three fresh views already gets a personal vector: ALS fold-in solves the user
+    factor against the fixed item factors; EASE simply multiplies the row by B.
+    """
+    models = ctx.models
+    if models is None or ctx.user_id is None or models.n_items == 0:
+        return None
+    fresh = ctx.fresh_activity()
+    u = ctx.model_user
+    if u is not None and not fresh and not models.uses_ease:
+        if not np.any(models.user_factors[u]):
+            return None
+        return models.item_factors @ models.user_factors[u]
+
+    trained_items, trained_weights = row(models.user_items, u) if u is not None else (np.empty(0, np.int64),
+                                                                                      np.empty(0))
+    fresh_items = np.fromiter((i for i, _ in fresh), dtype=np.int64, count=len(fresh))
+    fresh_weights = np.fromiter((ctx.weight(a) for _, a in fresh), dtype=np.float64, count=len(fresh))
+    items = np.concatenate([trained_items, fresh_items])
+    weights = np.concatenate([trained_weights, fresh_weights])
+    if models.uses_ease:
+        user_row = np.zeros(models.n_items, dtype=np.float32)
+        np.add.at(user_row, items, weights)
+        np.maximum(user_row, 0, out=user_row)
+        if not user_row.any():
+            return None
+        return ease_scores(models.ease_b, user_row)
+    positive_items, confidences = user_confidences(items, weights, models.params.alpha)
+    if positive_items.size == 0:
+        return None
+    vector = fold_in_user(
+        models.item_factors, models.item_factor_gram, positive_items, confidences, models.params.regularization
+    )
+    return models.item_factors @ vector
+
+
+def purchased_items(ctx: RankContext) -> np.ndarray:
+    """Catalog indices the user bought (trained history and fresh events)."""
+    bought: list[int] = [i for i, a in ctx.recent_items() if a.event_name == "purchase"]
+    if ctx.models is not None and ctx.model_user is not None:
+        cols, _ = row(ctx.models.purchase_counts, ctx.model_user)
+        bought.extend(cols.tolist())
+    return np.unique(np.asarray(bought, dtype=np.int64))
+
+
+def personalized(ctx: RankContext) -> Ranking | None:
+    scores = user_scores(ctx)
+    if scores is None:
+        return None
+    keep = np.ones(len(scores), dtype=bool)
+    bought = purchased_items(ctx)
+    keep[bought[bought < len(scores)]] = False
+    indices = np.flatnonzero(keep)
+    return Ranking(indices, scores[indices].astype(np.float64), "behavioral_match")
+
+
+def price_optimized(ctx: RankContext) -> Ranking | None:
+    """personalized, re-ranked toward the user's usual price band (log-price centre and spread)."""
+    base = personalized(ctx)
+    if base is None or ctx.models is None:
+        return None
+    center, spread = _price_band(ctx)
+    if center is None:
+        return Ranking(base.indices, base.scores, "behavioral_match", mode="behavioral")
+    prices = ctx.models.item_price[base.indices].astype(np.float64)
+    known = np.isfinite(prices) & (prices > 0)
+    log_price = np.log(np.where(known, prices, 1.0))
+    affinity = np.where(known, np.exp(-((log_price - center) ** 2) / (2 * spread**2)), 0.5)
+    low, high = base.scores.min(), base.scores.max()
+    taste = (base.scores - low) / (high - low) if high > low else np.ones_like(base.scores)
+    return Ranking(base.indices, taste * (0.35 + 0.65 * affinity), "price_match")
+
+
+_MIN_SPREAD = 0.15  # log units (about +-16%): one observed price must not make the band a spike
+
+
+def _price_band(ctx: RankContext) -> tuple[float | None, float]:
+    """(centre, spread) of log(price) over what the user engaged with: trained, plus fresh events."""
+    models = ctx.models
+    assert models is not None
+    prices = [a.price for _, a in ctx.fresh_activity() if a.price and a.price > 0 and ctx.weight(a) > 0]
+    if ctx.model_user is not None and np.isfinite(models.user_price_center[ctx.model_user]):
+        center = float(models.user_price_center[ctx.model_user])
+        spread = float(models.user_price_spread[ctx.model_user])
+        if not prices:
+            return center, max(spread if np.isfinite(spread) else 0.0, _MIN_SPREAD)
+        prices.append(float(np.exp(center)))
+    if not prices:
+        return None, _MIN_SPREAD
+    logs = np.log(np.asarray(prices, dtype=np.float64))
+    return float(logs.mean()), max(float(logs.std()), _MIN_SPREAD)

@@ -1,0 +1,43 @@
+"""Item-to-item strategies: similar, frequently-bought-together, frequently-consumed-together."""
+
+from __future__ import annotations
+
+from app.recommend.ranking import RankContext, Ranking, neighbour_blend
+
+# Behaviour says what people treat as alternatives; attributes cover items nobody touched yet.
+_BEHAVIOURAL_SHARE = 0.7
+
+
+def similar(ctx: RankContext) -> Ranking | None:
+    item = ctx.context_item
+    if ctx.models is None or not ctx.in_model(item):
+        return None
+    assert item is not None
+    behavioural = neighbour_blend(ctx.models, [(item, 1.0)], [("item_neighbors", 1.0)])
+    content = neighbour_blend(ctx.models, [(item, 1.0)], [("content_neighbors", 1.0)])
+    behavioural.pop(item, None)
+    content.pop(item, None)
+    if not behavioural:
+        return Ranking.from_weights(content, reason="content_similar", mode="semantic")
+    blended = {i: _BEHAVIOURAL_SHARE * w for i, w in behavioural.items()}
+    for i, w in content.items():
+        blended[i] = blended.get(i, 0.0) + (1 - _BEHAVIOURAL_SHARE) * w
+    return Ranking.from_weights(blended, reason="similar_item")
+
+
+def frequently_bought_together(ctx: RankContext) -> Ranking | None:
+    return _pairs(ctx, "copurchase", reason="bought_together")
+
+
+def frequently_consumed_together(ctx: RankContext) -> Ranking | None:
+    return _pairs(ctx, "coengagement", reason="consumed_together")
+
+
+def _pairs(ctx: RankContext, table: str, *, reason: str) -> Ranking | None:
+    item = ctx.context_item
+    if ctx.models is None or not ctx.in_model(item):
+        return None
+    assert item is not None
+    weights = neighbour_blend(ctx.models, [(item, 1.0)], [(table, 1.0)])
+    weights.pop(item, None)
+    return Ranking.from_weights({i: w for i, w in weights.items() if w > 0}, reason=reason)

@@ -1,0 +1,54 @@
+"""POST /v1/recommend wire shapes (API.md section 5)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RecommendIn(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {"strategy": "personalized", "user_id": "user_42", "limit": 10},
+                {"strategy": "similar", "context_item_id": "prod_7", "filters": {"price": {"lt": 100}}},
+                {"strategy": "category-popular", "filters": {"category": "shoes", "brand": ["Nike", "Adidas"]}},
+            ]
+        },
+    )
+
+    strategy: str | None = Field(default=None, max_length=64, description="one of the 14 strategies")
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    context_item_id: str | None = Field(default=None, min_length=1, max_length=256)
+    filters: dict[str, Any] | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    page: int = Field(default=1, ge=1, le=10_000)
+
+
+class RecommendedItem(BaseModel):
+    item_id: str = Field(examples=["prod_7"])
+    score: float = Field(ge=0, le=1, examples=[0.985])
+    reason: str = Field(examples=["behavioral_match"])
+    metadata: dict[str, Any] = Field(examples=[{"brand": "Sony"}])
+
+
+class Pagination(BaseModel):
+    page: int = Field(examples=[1])
+    limit: int = Field(examples=[20])
+    total_count: int = Field(examples=[48])
+    has_next: bool = Field(examples=[True])
+
+
+class RecommendOut(BaseModel):
+    recommendation_id: str = Field(examples=["550e8400-e29b-41d4-a716-446655440000"])
+    tenant_id: str = Field(examples=["glow-beauty-ng"])
+    domain: str = Field(examples=["commerce"])
+    strategy: str = Field(examples=["personalized"])
+    mode: Literal["behavioral", "semantic", "hybrid", "popularity", "fallback"]
+    results: list[RecommendedItem]
+    recommended_items: list[str] = Field(examples=[["prod_7", "prod_3", "prod_22"]])
+    pagination: Pagination
+    latency_ms: float = Field(examples=[4.2])
+    model_version: str | None = Field(examples=["20261126T104500Z-3fa9c1"])

@@ -1,0 +1,124 @@
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from tests.ml.conftest import DAY, NOW
+
+import app.model_store as model_store_module
+from app.ml.artifacts import DENSE_FIELDS, ID_FIELDS, SPARSE_FIELDS, OrgModels
+from app.ml.interactions import CatalogSnapshot
+from app.ml.train import train_org_models
+from app.model_store import ModelStore, new_version
+
+ORG = "6f1c2a52-7d1e-4a53-9f0b-2b8d3c1e9a10"
+
+
+@pytest.fixture
+def models(events, params) -> OrgModels:
+    for user in range(6):
+        events.add(f"ü{user}", "tent", "view", t=NOW - user * DAY, session="s")
+        events.add(f"ü{user}", "pegs", "purchase", t=NOW - user * DAY + 60, order=f"o{user}", price=9.5)
+        events.add(f"ü{user}", "tent", "purchase", t=NOW - user * DAY + 60, order=f"o{user}")
+    catalog = CatalogSnapshot.build(
+        ["tent", "pegs", "stove-日本"], attributes=[{"brand": "x"}, {"brand": "x"}, {}]
+    )
+    trained, timings = train_org_models(events.log(), catalog, params, version=new_version(NOW))
+    trained.extra["timings_s"] = timings
+    return trained
+
+
+def assert_same(loaded: OrgModels, original: OrgModels):
+    assert loaded.version == original.version and loaded.trained_at == original.trained_at
+    assert loaded.params == original.params and loaded.n_interactions == original.n_interactions
+    assert loaded.extra == original.extra
+    for name in ID_FIELDS:
+        assert getattr(loaded, name).tolist() == getattr(original, name).tolist(), name
+    for name in SPARSE_FIELDS:
+        got, want = getattr(loaded, name), getattr(original, name)
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        for part in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(got, part), getattr(want, part), err_msg=name)
+    for name in DENSE_FIELDS:
+        got, want = getattr(loaded, name), getattr(original, name)
+        assert got.dtype == want.dtype, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_a_saved_bundle_loads_back_equal(tmp_path, models):
+    store = ModelStore(tmp_path)
+    path = store.save(ORG, models)
+    assert path == tmp_path / ORG / models.version
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "models.npz"]
+    loaded = store.load(ORG, models.version)
+    assert_same(loaded, models)
+    assert loaded.item_index == models.item_index and loaded.user_index["ü3"] == models.user_index["ü3"]
+    np.testing.assert_allclose(loaded.item_factor_gram, models.item_factor_gram)
+
+
+def test_the_file_holds_no_object_arrays_and_the_manifest_describes_it(tmp_path, models):
+    path = ModelStore(tmp_path).save(ORG, models)
+    with np.load(path / "models.npz", allow_pickle=False) as npz:
+        assert all(npz[name].dtype != object for name in npz.files)
+        names = sorted(npz.files)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["arrays"] == names
+    assert manifest["counts"] == {"items": 3, "users": 6, "interactions": 18}
+    assert manifest["params"]["factors"] == models.params.factors
+
+
+def test_latest_is_the_newest_by_training_time_whatever_the_save_order(tmp_path, models):
+    store = ModelStore(tmp_path)
+    assert store.latest_version(ORG) is None and store.load_latest(ORG) is None
+    newer = replace(models, version=new_version(NOW + 60), trained_at=NOW + 60)
+    store.save(ORG, newer)
+    store.save(ORG, models)
+    assert store.latest_version(ORG) == newer.version
+    assert store.versions(ORG) == [models.version, newer.version]
+    (tmp_path / ORG / "LATEST").unlink()
+    assert store.latest_version(ORG) == newer.version, "without the pointer, manifests decide"
+    assert store.load_latest(ORG).version == newer.version
+
+
+def test_prune_keeps_the_newest_and_never_the_latest(tmp_path, models):
+    store = ModelStore(tmp_path)
+    bundles = [replace(models, version=new_version(NOW + i * 60), trained_at=NOW + i * 60) for i in range(5)]
+    for bundle in bundles:
+        store.save(ORG, bundle)
+    (tmp_path / ORG / "LATEST").write_text(bundles[0].version)  # an operator rolled back
+    removed = store.prune(ORG, keep=2)
+    assert sorted(removed) == [b.version for b in bundles[1:3]]
+    assert store.versions(ORG) == [bundles[0].version, bundles[3].version, bundles[4].version]
+    assert store.latest_version(ORG) == bundles[0].version
+
+
+def test_a_failed_save_leaves_no_trace(tmp_path, models, monkeypatch):
+    def broken_savez(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model_store_module.np, "savez", broken_savez)
+    store = ModelStore(tmp_path)
+    with pytest.raises(OSError, match="disk full"):
+        store.save(ORG, models)
+    assert list((tmp_path / ORG).iterdir()) == []
+    assert store.latest_version(ORG) is None
+
+
+def test_a_version_is_never_overwritten(tmp_path, models):
+    store = ModelStore(tmp_path)
+    store.save(ORG, models)
+    with pytest.raises(FileExistsError):
+        store.save(ORG, models)
+
+
+@pytest.mark.parametrize("org_id", ["../escape", "a/b", ".hidden", ""])
+def test_org_ids_cannot_leave_the_store(tmp_path, models, org_id):
+    with pytest.raises(ValueError):
+        ModelStore(tmp_path).save(org_id, models)
+
+
+def test_versions_sort_by_time():
+    early, late = new_version(1_795_000_000.0), new_version(1_795_000_001.0)
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", early)
+    assert early.startswith("20261118T110640Z-") and early < late

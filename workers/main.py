@@ -1,0 +1,137 @@
+"""The worker process: two arq workers sharing one Redis pool and one database engine.
+
+- ingest queue: persists items/users/events, erasures and the served log; many jobs at once.
+- train queue: one train at a time (in a child process), plus the training scheduler (cron).
+Two queues, because their timeouts differ by orders of magnitude and arq derives how long a
+crashed job stays "in progress" from the longest timeout of its worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from arq import cron
+from arq.worker import Worker, func
+
+from app import redis_keys
+from app.model_store import ModelStore
+from app.queue import Queue, create_redis, job_deserializer, job_serializer
+from app.settings import Settings
+from app.storage.db import create_engine, create_session_factory
+from workers import erasure, ingest, training
+
+log = logging.getLogger("lehnz.worker")
+
+
+def build_workers(settings: Settings, ctx: dict[str, Any], redis: Any, *, burst: bool = False) -> list[Worker]:
+    common: dict[str, Any] = {
+        "redis_pool": redis,
+        "ctx": ctx,
+        "burst": burst,
+        "handle_signals": False,
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
+        "keep_result": 0,  # results are not read; status lives in Postgres and Redis keys
+        "poll_delay": 0.05 if burst else 0.2,
+        "health_check_interval": 30,
+    }
+    ingest_tries = settings.ingest_max_tries
+    ingest_worker = Worker(
+        functions=[
+            func(ingest.ingest_items, name="ingest_items", max_tries=ingest_tries),
+            func(ingest.ingest_users, name="ingest_users", max_tries=ingest_tries),
+            func(ingest.ingest_events, name="ingest_events", max_tries=ingest_tries),
+            func(ingest.persist_served, name="persist_served", max_tries=ingest_tries),
+            func(erasure.erase_user, name="erase_user", max_tries=ingest_tries),
+        ],
+        queue_name=redis_keys.INGEST_QUEUE,
+        max_jobs=settings.worker_concurrency,
+        job_timeout=settings.ingest_job_timeout_s,
+        **common,
+    )
+    train_worker = Worker(
+        functions=[func(training.train_org, name="train_org", max_tries=3)],
+        cron_jobs=[
+            cron(
+                training.schedule_training,
+                name="schedule_training",
+                second=set(range(0, 60, 5)),
+                run_at_startup=True,
+                unique=True,
+                timeout=60,
+            )
+        ]
+        if not burst
+        else None,
+        queue_name=redis_keys.TRAIN_QUEUE,
+        max_jobs=1,
+        job_timeout=settings.train_job_timeout_s,
+        **common,
+    )
+    return [ingest_worker, train_worker]
+
+
+async def open_context(settings: Settings) -> tuple[dict[str, Any], Any, Any]:
+    engine = create_engine(settings.database_url or "", pool_size=settings.worker_concurrency + 2)
+    redis = create_redis(settings.redis_url or "")
+    ctx: dict[str, Any] = {
+        "settings": settings,
+        "engine": engine,
+        "sessions": create_session_factory(engine),
+        "redis": redis,
+        "queue": Queue(redis),
+        "model_store": ModelStore(settings.models_path),
+        "train_pool": training.new_executor(),
+    }
+    return ctx, redis, engine
+
+
+async def close_context(ctx: dict[str, Any]) -> None:
+    ctx["train_pool"].shutdown(wait=False, cancel_futures=True)
+    await ctx["redis"].aclose()
+    await ctx["engine"].dispose()
+
+
+async def run(settings: Settings, *, burst: bool = False) -> None:
+    ctx, redis, _ = await open_context(settings)
+    workers = build_workers(settings, ctx, redis, burst=burst)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if not burst:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("worker started (ingest concurrency %d)", settings.worker_concurrency)
+    tasks = [asyncio.create_task(w.async_run()) for w in workers]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        if burst:
+            await asyncio.gather(*tasks)
+        else:
+            await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+    finally:
+        # Graceful: stop taking jobs, let running ingest jobs finish (a few seconds at most);
+        # anything still running is cancelled, which arq re-queues, so nothing is lost.
+        for worker in workers:
+            worker.allow_pick_jobs = False
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(_drain(workers[0]), timeout=10)
+        for worker in workers:
+            worker.handle_sig(signal.SIGTERM)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        stopper.cancel()
+        await close_context(ctx)
+        log.info("worker stopped")
+
+
+async def _drain(worker: Worker) -> None:
+    while any(not t.done() for t in worker.tasks.values()):
+        await asyncio.sleep(0.05)

@@ -1,0 +1,143 @@
+"""Training jobs: one org at a time per worker, in a child process, coalesced per org.
+
+The heavy part (load from Postgres, fit, write the artifact) runs in a separate process so a
+long or crashing fit never stalls ingestion in this worker, and its memory goes back to the
+OS when it ends. This process records the outcome and publishes the new version; api replicas
+notice it within a second and swap it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app import redis_keys
+from app.settings import Settings
+from app.storage.tables import Event, TrainingRun
+
+log = logging.getLogger("lehnz.worker.training")
+
+
+def new_executor() -> ProcessPoolExecutor:
+    # spawn: a clean interpreter (no inherited event loop, sockets or BLAS thread pools);
+    # one task per child: the memory of a big fit is returned when it ends.
+    return ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+    )
+
+
+async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual") -> dict[str, Any]:
+    settings: Settings = ctx["settings"]
+    redis = ctx["redis"]
+    started = datetime.now(UTC)
+    pending_new = int(await redis.hget(redis_keys.NEW_DATA, org_id) or 0)
+    await redis.set(redis_keys.training(org_id), reason, ex=settings.train_job_timeout_s)
+    log.info("training org %s (%s)", org_id, reason)
+    try:
+        loop = asyncio.get_running_loop()
+        summary = await loop.run_in_executor(ctx["train_pool"], run_training, org_id, settings.model_dump())
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded; the previous model keeps serving
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        if "BrokenProcessPool" in type(exc).__name__:
+            ctx["train_pool"] = new_executor()
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        log.error("training org %s failed: %s", org_id, error)
+        await _record(ctx, org_id, started=started, status="failed", error=error)
+        await redis.delete(redis_keys.training(org_id))
+        return {"status": "failed", "error": error}
+
+    await _record(ctx, org_id, started=started, status="succeeded", summary=summary)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(redis_keys.model_version(org_id), summary["version"])
+        pipe.hincrby(redis_keys.NEW_DATA, org_id, -pending_new)
+        pipe.hset(redis_keys.TRAIN_STATS, mapping={
+            f"{org_id}:duration_s": summary["duration_ms"] / 1000,
+            f"{org_id}:last_success": time.time(),
+        })
+        pipe.delete(redis_keys.training(org_id))
+        await pipe.execute()
+    ctx["model_store"].prune(org_id, keep=3)
+    log.info("trained org %s: version %s in %d ms", org_id, summary["version"], summary["duration_ms"])
+    return {"status": "succeeded", **summary}
+
+
+async def _record(
+    ctx: dict[str, Any], org_id: str, *, started: datetime, status: str,
+    summary: dict[str, Any] | None = None, error: str | None = None,
+) -> None:
+    finished = datetime.now(UTC)
+    summary = summary or {}
+    async with ctx["sessions"]() as session, session.begin():
+        session.add(
+            TrainingRun(
+                org_id=uuid.UUID(org_id),
+                status=status,
+                version=summary.get("version"),
+                started_at=started,
+                finished_at=finished,
+                duration_ms=int(summary.get("duration_ms") or (finished - started).total_seconds() * 1000),
+                items=summary.get("items", 0),
+                users=summary.get("users", 0),
+                interactions=summary.get("interactions", 0),
+                error=error,
+            )
+        )
+
+
+async def schedule_training(ctx: dict[str, Any]) -> int:
+    """Cron: queue a train for every org with enough new data whose model is older than the interval,
+    and for every org that has events but no model yet (e.g. after a bulk import)."""
+    settings: Settings = ctx["settings"]
+    redis = ctx["redis"]
+    new_data = {k.decode(): int(v) for k, v in (await redis.hgetall(redis_keys.NEW_DATA)).items()}
+    async with ctx["sessions"]() as session:
+        last_success = dict(
+            (
+                await session.execute(
+                    select(TrainingRun.org_id, func.max(TrainingRun.finished_at))
+                    .where(TrainingRun.status == "succeeded")
+                    .group_by(TrainingRun.org_id)
+                )
+            ).all()
+        )
+        with_events = set((await session.scalars(select(Event.org_id).distinct())).all()) if ctx.get(
+            "check_untrained", True
+        ) else set()
+    ctx["check_untrained"] = False  # the scan of all orgs runs once per worker start; counters do the rest
+    now = datetime.now(UTC)
+    queued = 0
+    due: dict[str, str] = {}
+    for org_uuid in with_events:
+        if org_uuid not in last_success:
+            due[str(org_uuid)] = "no model yet"
+    for org_id, count in new_data.items():
+        if count < settings.train_min_new_events:
+            continue
+        last = last_success.get(uuid.UUID(org_id))
+        if last is None:
+            due[org_id] = "no model yet"
+        elif (now - last).total_seconds() >= settings.train_interval_s:
+            due[org_id] = "schedule"
+    for org_id, reason in due.items():
+        await ctx["queue"].enqueue_train(org_id, reason=reason)
+        queued += 1
+    return queued
+
+
+def run_training(org_id: str, settings_data: dict[str, Any]) -> dict[str, Any]:
+    """In the child process: load, fit, write the artifact; return what the parent records."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from workers.train_process import train_and_store
+
+    return train_and_store(org_id, Settings(**settings_data))
+
