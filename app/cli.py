@@ -354,6 +354,52 @@ def keys_revoke(
     console.print(f"[green]revoked key pair {key_id}[/]")
 
 
+@cli.command()
+def train(
+    org: Annotated[str, typer.Option(help="org slug")],
+    wait: Annotated[bool, typer.Option(help="wait until a worker has finished the train")] = False,
+    inline: Annotated[bool, typer.Option(help="train in this process instead of queueing it for a worker")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 3600,
+) -> None:
+    """Train an organisation's models now."""
+    logs.configure(get_settings().log_level)
+    with connected_settings() as settings:
+        _migrate(settings)
+        result = asyncio.run(_train(settings, org, wait=wait, inline=inline, timeout=timeout))
+    if result.get("status") == "failed":
+        _fail(f"training failed: {result.get('error')}")
+    out.print_json(orjson.dumps(result).decode())
+
+
+async def _train(settings: Settings, slug: str, *, wait: bool, inline: bool, timeout: float) -> dict[str, Any]:
+    from app.storage import orgs, training_runs
+    from workers import training
+    from workers.main import close_context, open_context
+
+    ctx, _, _ = await open_context(settings)
+    try:
+        async with ctx["sessions"]() as session:
+            org_id = (await orgs.get_org_by_slug(session, slug)).id
+            before = await training_runs.latest(session, org_id)
+        if inline:
+            return await training.train_org(ctx, org_id=str(org_id), reason="cli")
+        job_id = await ctx["queue"].enqueue_train(str(org_id), reason="cli")
+        if not wait:
+            return {"status": "queued", "job_id": job_id}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            async with ctx["sessions"]() as session:
+                run = await training_runs.latest(session, org_id)
+            if run is not None and (before is None or run.id != before.id):
+                return {"status": run.status, "version": run.version, "duration_ms": run.duration_ms,
+                        "error": run.error}
+            await asyncio.sleep(0.5)
+        return {"status": "failed", "error": f"no worker finished the train within {timeout:.0f} s "
+                                             "(is `lehnz worker` or `lehnz serve` running? or use --inline)"}
+    finally:
+        await close_context(ctx)
+
+
 def main() -> None:
     cli()
 

@@ -13,7 +13,7 @@ import time
 
 import orjson
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName", "color_message"}
 _KEY_LIKE = re.compile(r"lehnz_(pk|sk)_[A-Za-z0-9_-]{6,}")
 
 
@@ -45,5 +45,5 @@ def configure(level: str = "INFO", *, access_log: bool = True) -> None:
     logging.getLogger("uvicorn.error").handlers[:] = []
     logging.getLogger("uvicorn.error").propagate = True
     logging.getLogger("lehnz.access").disabled = not access_log
-    for noisy in ("arq.worker", "arq.jobs"):
+    for noisy in ("arq.worker", "arq.jobs", "alembic", "alembic.runtime.plugins", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(logging.getLogger().level, logging.WARNING))

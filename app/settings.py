@@ -6,6 +6,7 @@ variables (or a `.env` file in the working directory).
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,11 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.ml.interactions import TrainParams
+
+# The one default of every training tunable lives on TrainParams; Settings reads it from there.
+_ML = {f.name: f.default for f in dataclasses.fields(TrainParams)}
 
 # Standard event names -> (family, weight), API.md section 4.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
@@ -85,19 +91,25 @@ class Settings(BaseSettings):
     train_min_new_events: int = Field(default=1, description="scheduled retrain only after this many new events")
     recent_activity_len: int = Field(default=50, description="per-user interactions kept in Redis")
 
-    # --- learning ---------------------------------------------------------------------
+    # --- learning (defaults are TrainParams', documented in app/ml/interactions.py) -------
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     family_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FAMILY_WEIGHTS))
-    decay_half_life_days: float = 30.0
-    trending_half_life_hours: float = 24.0
-    session_gap_minutes: float = 30.0
-    als_factors: int = 64
-    als_iterations: int = 15
-    als_regularization: float = 0.05
-    als_alpha: float = 2.0
-    knn_neighbours: int = 50
-    ease_max_items: int = Field(default=0, description="use EASE instead of ALS for catalogs up to this size (0 = never)")
-    ease_lambda: float = 250.0
+    decay_half_life_days: float = _ML["decay_half_life_days"]
+    trending_half_life_hours: float = _ML["trending_half_life_hours"]
+    session_gap_minutes: float = _ML["session_gap_minutes"]
+    als_factors: int = _ML["factors"]
+    als_iterations: int = _ML["iterations"]
+    als_regularization: float = _ML["regularization"]
+    als_alpha: float = _ML["alpha"]
+    knn_neighbours: int = _ML["knn_neighbours"]
+    ease_max_items: int = Field(
+        default=_ML["ease_max_items"], description="use EASE for personalized when the catalog is at most this big"
+    )
+    ease_lambda: float = _ML["ease_lambda"]
+    pair_shrinkage: float = _ML["pair_shrinkage"]
+    max_basket_items: int = _ML["max_basket_items"]
+    trending_prior_events: float = _ML["trending_prior_events"]
+    content_pair_budget: int = _ML["content_pair_budget"]
     # A serving process keeps at most this many orgs' models in memory (least recently used out).
     model_cache_orgs: int = 64
 
@@ -143,3 +155,24 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def train_params(settings: Settings, *, now: float) -> TrainParams:
+    """The training tunables of these settings, for one run at `now`."""
+    return TrainParams(
+        now=now,
+        factors=settings.als_factors,
+        iterations=settings.als_iterations,
+        regularization=settings.als_regularization,
+        alpha=settings.als_alpha,
+        decay_half_life_days=settings.decay_half_life_days,
+        trending_half_life_hours=settings.trending_half_life_hours,
+        session_gap_minutes=settings.session_gap_minutes,
+        knn_neighbours=settings.knn_neighbours,
+        ease_max_items=settings.ease_max_items,
+        ease_lambda=settings.ease_lambda,
+        pair_shrinkage=settings.pair_shrinkage,
+        max_basket_items=settings.max_basket_items,
+        trending_prior_events=settings.trending_prior_events,
+        content_pair_budget=settings.content_pair_budget,
+    )

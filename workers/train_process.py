@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from app.ml.interactions import CatalogSnapshot, InteractionLog, TrainParams
+from app.ml.interactions import CatalogSnapshot, InteractionLog
 from app.ml.train import train_org_models
 from app.model_store import ModelStore, new_version
-from app.settings import Settings
+from app.settings import Settings, train_params
 from app.storage import training_data
 from app.storage.training_data import RawTrainingData
 
@@ -38,22 +38,6 @@ def train_and_store(org_id: str, settings: Settings) -> dict[str, Any]:
         "interactions": models.n_interactions,
         "timings_s": timings,
     }
-
-
-def train_params(settings: Settings, *, now: float) -> TrainParams:
-    return TrainParams(
-        now=now,
-        factors=settings.als_factors,
-        iterations=settings.als_iterations,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-        decay_half_life_days=settings.decay_half_life_days,
-        trending_half_life_hours=settings.trending_half_life_hours,
-        session_gap_minutes=settings.session_gap_minutes,
-        knn_neighbours=settings.knn_neighbours,
-        ease_max_items=settings.ease_max_items,
-        ease_lambda=settings.ease_lambda,
-    )
 
 
 async def _load(settings: Settings, org_id: uuid.UUID) -> RawTrainingData:

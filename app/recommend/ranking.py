@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -25,14 +26,19 @@ class Ranking:
     # Per-candidate reason codes when one strategy mixes kinds of result (else `reason`).
     reasons: np.ndarray | None = None
     mode: str | None = None  # overrides the registry's mode (e.g. `similar` answered by content only)
+    # Items that must not appear anywhere in the answer, fallbacks included (e.g. already bought).
+    exclude: np.ndarray | None = None
 
     @classmethod
-    def from_weights(cls, weights: dict[int, float], *, reason: str, mode: str | None = None) -> Ranking | None:
+    def from_weights(
+        cls, weights: dict[int, float], *, reason: str, mode: str | None = None, exclude: Any = None
+    ) -> Ranking | None:
         if not weights:
             return None
         indices = np.fromiter(weights.keys(), dtype=np.int64, count=len(weights))
         scores = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
-        return cls(indices, scores, reason, mode=mode)
+        excluded = None if exclude is None else np.fromiter(exclude, dtype=np.int64)
+        return cls(indices, scores, reason, mode=mode, exclude=excluded)
 
 
 @dataclass(frozen=True, eq=False)

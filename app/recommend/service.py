@@ -15,7 +15,7 @@ import numpy as np
 
 from app.recommend.filters import Filters
 from app.recommend.ranking import RankContext
-from app.recommend.registry import Strategy, fallback_chain
+from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, Strategy, fallback_chain
 
 _BAND_STEP = 0.95  # a fallback's best score is this fraction of the previous stage's last one
 
@@ -34,6 +34,8 @@ def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, l
     n = len(catalog)
     allowed = catalog.active & filters.mask(catalog) if not filters.empty else catalog.active
     taken = np.zeros(n, dtype=bool)
+    if ctx.context_item is not None and strategy.requires in (ITEM, ITEM_OR_CATEGORY):
+        taken[ctx.context_item] = True  # item-to-item answers never contain the item itself
     need = page * limit
     indices: list[int] = []
     scores: list[float] = []
@@ -45,6 +47,9 @@ def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, l
         ranking = stage.rank(ctx)
         if ranking is None:
             continue
+        if ranking.exclude is not None and position == 0:
+            excluded = ranking.exclude[(ranking.exclude >= 0) & (ranking.exclude < n)]
+            taken[excluded] = True
         idx, raw = ranking.indices, ranking.scores
         labels = ranking.reasons
         valid = (idx >= 0) & (idx < n)

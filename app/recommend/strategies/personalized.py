@@ -65,7 +65,7 @@ def personalized(ctx: RankContext) -> Ranking | None:
     bought = purchased_items(ctx)
     keep[bought[bought < len(scores)]] = False
     indices = np.flatnonzero(keep)
-    return Ranking(indices, scores[indices].astype(np.float64), "behavioral_match")
+    return Ranking(indices, scores[indices].astype(np.float64), "behavioral_match", exclude=bought)
 
 
 def price_optimized(ctx: RankContext) -> Ranking | None:
@@ -75,16 +75,19 @@ def price_optimized(ctx: RankContext) -> Ranking | None:
         return None
     center, spread = _price_band(ctx)
     if center is None:
-        return Ranking(base.indices, base.scores, "behavioral_match", mode="behavioral")
+        return Ranking(base.indices, base.scores, "behavioral_match", mode="behavioral", exclude=base.exclude)
     prices = ctx.models.item_price[base.indices].astype(np.float64)
     known = np.isfinite(prices) & (prices > 0)
     log_price = np.log(np.where(known, prices, 1.0))
     affinity = np.where(known, np.exp(-((log_price - center) ** 2) / (2 * spread**2)), 0.5)
-    low, high = base.scores.min(), base.scores.max()
-    taste = (base.scores - low) / (high - low) if high > low else np.ones_like(base.scores)
-    return Ranking(base.indices, taste * (0.35 + 0.65 * affinity), "price_match")
+    # Relative to the best match (not min-max): near-equal tastes stay near-equal, so price decides.
+    high = base.scores.max()
+    taste = np.clip(base.scores, 0, None) / high if high > 0 else np.ones_like(base.scores)
+    return Ranking(base.indices, taste * (_PRICE_FLOOR + (1 - _PRICE_FLOOR) * affinity), "price_match", exclude=base.exclude)
 
 
+# How far out of band an item can fall: at worst it keeps this share of its taste score.
+_PRICE_FLOOR = 0.15
 _MIN_SPREAD = 0.15  # log units (about +-16%): one observed price must not make the band a spike
 
 

@@ -51,7 +51,7 @@ def session_based(ctx: RankContext) -> Ranking | None:
     weights = neighbour_blend(ctx.models, [(i, w) for i, w in window if ctx.in_model(i)], _INTENT_PARTS)
     for index in seen:
         weights.pop(index, None)
-    return Ranking.from_weights(weights, reason="session_intent")
+    return Ranking.from_weights(weights, reason="session_intent", exclude=seen)
 
 
 def session_resumption(ctx: RankContext) -> Ranking | None:
@@ -100,7 +100,7 @@ def abandonment_recovery(ctx: RankContext) -> Ranking | None:
     weights = neighbour_blend(ctx.models, sources, (("item_neighbors", 1.0), ("content_neighbors", 0.5)))
     for index in (*interest, *bought):
         weights.pop(index, None)
-    return Ranking.from_weights(weights, reason="abandoned_alternative", mode="hybrid")
+    return Ranking.from_weights(weights, reason="abandoned_alternative", mode="hybrid", exclude=[*interest, *bought])
 
 
 def recently_viewed(ctx: RankContext) -> Ranking | None:

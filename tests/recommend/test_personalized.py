@@ -1,0 +1,101 @@
+"""personalized and price-optimized on worlds whose right answer is known."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.factories import OrgKeys, event, item
+from tests.recommend.conftest import ids, recommend
+from tests.waiting import eventually
+
+SPORT = [f"s{k}" for k in range(8)]
+COOK = [f"c{k}" for k in range(8)]
+
+
+def _clusters() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    items = [item(i, attributes={"category": "sport", "price": 20}) for i in SPORT]
+    items += [item(i, attributes={"category": "cook", "price": 20}) for i in COOK]
+    events = []
+    for u in range(12):
+        catalog = SPORT if u % 2 == 0 else COOK
+        for k in range(5):
+            events.append(event(f"u{u}", "view", catalog[(u + k) % 8]))
+    return items, events
+
+
+async def test_taste_clusters_rank_own_cluster_first(client: Any, org: OrgKeys, drain: Any, world: Any) -> None:
+    items, events = _clusters()
+    await world(client, org, drain, items=items, events=events)
+    sporty = await recommend(client, org, strategy="personalized", user_id="u0", limit=8)
+    cooky = await recommend(client, org, strategy="personalized", user_id="u1", limit=8)
+    assert sporty["mode"] == "behavioral"
+    assert set(ids(sporty)[:6]) <= set(SPORT)
+    assert set(ids(cooky)[:6]) <= set(COOK)
+    assert all(r["reason"] == "behavioral_match" for r in sporty["results"])
+
+
+async def test_new_user_with_three_events_gets_personal_results_without_retrain(
+    client: Any, org: OrgKeys, drain: Any, world: Any
+) -> None:
+    items, events = _clusters()
+    version = await world(client, org, drain, items=items, events=events)
+    fresh = [event("newcomer", "view", c) for c in COOK[:3]]
+    assert (await client.post("/v1/ingest/events/ingest", json=fresh, headers=org.pk)).status_code == 202
+    await drain()
+    data = await recommend(client, org, strategy="personalized", user_id="newcomer", limit=5)
+    assert data["model_version"] == version  # no retrain happened
+    assert data["mode"] == "behavioral"
+    assert set(ids(data)) <= set(COOK)
+
+
+async def test_purchased_items_are_excluded(client: Any, org: OrgKeys, drain: Any, world: Any) -> None:
+    items, events = _clusters()
+    events.append(event("u0", "purchase", "s0", context={"order_id": "o1"}))
+    await world(client, org, drain, items=items, events=events)
+    data = await recommend(client, org, strategy="personalized", user_id="u0", limit=16)
+    assert "s0" not in ids(data)
+    # bought after training: excluded at once too
+    await client.post("/v1/ingest/events/ingest", json=event("u0", "purchase", "s1"), headers=org.pk)
+    await drain()
+    data = await recommend(client, org, strategy="personalized", user_id="u0", limit=16)
+    assert "s1" not in ids(data)
+
+
+async def test_price_optimized_prefers_the_users_price_band(
+    client: Any, org: OrgKeys, drain: Any, world: Any
+) -> None:
+    prices = {f"p{k}": 10.0 * (k + 1) for k in range(10)}  # 10 .. 100
+    items = [item(i, attributes={"category": "x", "price": p}) for i, p in prices.items()]
+    events = []
+    for u in range(10):  # everyone views everything: taste is flat, price decides
+        events += [event(f"u{u}", "view", i) for i in prices]
+    events += [event("thrifty", "purchase", i, context={"price": prices[i]}) for i in ("p0", "p1")]
+    events += [event("thrifty", "view", i) for i in prices if i not in ("p0", "p1")]
+    await world(client, org, drain, items=items, events=events)
+    data = await recommend(client, org, strategy="price-optimized", user_id="thrifty", limit=3)
+    assert data["results"][0]["reason"] == "price_match"
+    top_prices = [r["metadata"]["price"] for r in data["results"]]
+    assert max(top_prices) <= 50, top_prices
+    plain = await recommend(client, org, strategy="personalized", user_id="thrifty", limit=3)
+    assert sum(r["metadata"]["price"] for r in plain["results"]) > sum(top_prices)
+
+
+async def test_identify_stitches_anonymous_history_into_recommendations(
+    client: Any, org: OrgKeys, drain: Any, world: Any
+) -> None:
+    items, events = _clusters()
+    await world(client, org, drain, items=items, events=events)
+    anon = [event("anon-77", "view", c) for c in COOK[:3]]
+    await client.post("/v1/ingest/events/ingest", json=anon, headers=org.pk)
+    await client.post(
+        "/v1/ingest/events/ingest", json=event("member-77", "identify", previous_user_id="anon-77"), headers=org.pk
+    )
+    await drain()
+
+    async def stitched() -> bool:
+        data = await recommend(client, org, strategy="recently-viewed", user_id="member-77", limit=3)
+        return set(ids(data)) == set(COOK[:3])
+
+    await eventually(stitched)
+    data = await recommend(client, org, strategy="personalized", user_id="member-77", limit=5)
+    assert data["mode"] == "behavioral" and set(ids(data)) <= set(COOK)
