@@ -400,6 +400,20 @@ async def _train(settings: Settings, slug: str, *, wait: bool, inline: bool, tim
         await close_context(ctx)
 
 
+def _register_tool_commands() -> None:
+    """Commands whose code lives with its concern; their modules import heavy things lazily."""
+    from app.bulk_import import import_command
+    from benchmarks.bench_command import bench_command
+    from benchmarks.eval_command import eval_command
+
+    cli.command("import")(import_command)
+    cli.command("eval")(eval_command)
+    cli.command("bench")(bench_command)
+
+
+_register_tool_commands()
+
+
 def main() -> None:
     cli()
 
