@@ -259,19 +259,18 @@ def org_set_limit(
 
 def _bump_keys_epoch() -> None:
     """Api replicas drop their key cache (which carries each org's limit) within a second."""
-    import redis
+    from app.api.auth import announce_key_change
+    from app.queue import create_redis
 
-    from app import redis_keys
+    async def announce(url: str) -> None:
+        redis = create_redis(url)
+        try:
+            await announce_key_change(redis)
+        finally:
+            await redis.aclose()
 
     with connected_settings() as settings:
-        client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
-        try:
-            client.incr(redis_keys.KEYS_EPOCH)
-        except redis.RedisError as exc:
-            console.print(f"[yellow]warning: could not notify api replicas via Redis ({exc}); "
-                          "they pick the change up within a second of reconnecting[/]")
-        finally:
-            client.close()
+        asyncio.run(announce(settings.redis_url or ""))
 
 
 @keys_cli.command("create")

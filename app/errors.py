@@ -83,12 +83,8 @@ class RateLimited(AppError):
         self.reset_s = reset_s
 
     def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": str(self.reset_s),
-            "Retry-After": str(self.reset_s),
-        }
+        # RateLimit-Limit/-Remaining/-Reset are added to every limited response by the middleware.
+        return {"Retry-After": str(self.reset_s)}
 
 
 class ServiceUnavailable(AppError):

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from app.api import handlers, openapi
 from app.api.auth import KeyCache
 from app.api.middleware import PublishableCors, RequestContextMiddleware
-from app.api.routes import health, ingest, models, recommend, users
+from app.api.rate_limit import RateLimiter
+from app.api.routes import auth, health, ingest, keys, models, recommend, users
 from app.api.state import AppState
 from app.api.sync import SyncLoop
 from app.model_store import ModelStore
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         state.models = ModelCache(sessions, ModelStore(settings.models_path), max_orgs=settings.model_cache_orgs)
         state.served_log = ServedLog(state.queue)
+        state.limiter = RateLimiter(redis, settings)
         app.state.lehnz = state
         tasks = [
             asyncio.create_task(SyncLoop(state).run(), name="lehnz-sync"),
@@ -71,10 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(state.served_log.flush(), timeout=2)
-            await redis.aclose()
-            await engine.dispose()
+            state.models.close()
+            # Bounded: a stuck connection must not keep the process from exiting.
+            for step in (state.served_log.flush(), redis.aclose(), engine.dispose()):
+                try:
+                    await asyncio.wait_for(step, timeout=3)
+                except Exception as exc:  # noqa: BLE001 - shutting down; report and go on
+                    log.warning("shutdown step did not finish cleanly: %s", type(exc).__name__)
 
     app = FastAPI(
         title="lehnz-server",
@@ -91,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(recommend.router)
     app.include_router(models.router)
+    app.include_router(auth.router)
+    app.include_router(keys.router)
     app.add_middleware(
         PublishableCors,
         paths=PUBLISHABLE_PATHS,

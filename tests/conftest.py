@@ -123,3 +123,21 @@ def drain(settings: Settings) -> Any:
         await asyncio.wait_for(run(settings.model_copy(update=overrides), burst=True), timeout=60)
 
     return _drain
+
+
+@pytest.fixture
+def app_with(settings: Settings) -> Any:
+    """An extra api app with some settings changed, served over ASGI: `async with app_with(...) as client`."""
+    import contextlib
+
+    from app.main import create_app
+
+    @contextlib.asynccontextmanager
+    async def _make(client_ip: str = "127.0.0.1", **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        application = create_app(settings.model_copy(update=overrides))
+        async with application.router.lifespan_context(application):
+            transport = httpx.ASGITransport(app=application, raise_app_exceptions=False, client=(client_ip, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                yield http
+
+    return _make

@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import security
+from app.redis_keys import KEYS_EPOCH
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
 from app.storage import orgs
 from app.storage.db import SessionFactory
@@ -85,3 +89,15 @@ class KeyCache:
             expected = "a publishable (lehnz_pk_...)" if required_type == "publishable" else "a secret (lehnz_sk_...)"
             raise Forbidden(f"This endpoint requires {expected} key")
         return owner
+
+
+async def announce_key_change(redis: Any) -> None:
+    """Tell every api replica to drop its key cache (they poll the epoch several times a second).
+
+    If Redis is unreachable the change is still in Postgres, and replicas whose sync loop
+    cannot reach Redis only trust cached keys for a second, so it still lands within a second.
+    """
+    try:
+        await redis.incr(KEYS_EPOCH)
+    except (RedisError, OSError) as exc:
+        log.warning("could not announce a key change via Redis (%s)", type(exc).__name__)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.state import AppState
-from app.errors import BadRequest
+from app.errors import BadRequest, Unauthorized
 from app.queue import Queue
 from app.settings import Settings
+from app.security import read_session_token
+from app.storage import orgs
 from app.storage.orgs import KeyOwner
 
 _api_key = APIKeyHeader(name="X-API-KEY", auto_error=False, description="lehnz_pk_... or lehnz_sk_...")
+_bearer = HTTPBearer(auto_error=False, description="session token from POST /auth/login")
 
 
 def get_state(request: Request) -> AppState:
@@ -93,3 +98,42 @@ async def json_body(request: Request) -> Any:
 
 
 JsonBody = Annotated[Any, Depends(json_body)]
+
+
+@dataclass(frozen=True)
+class AccountContext:
+    account_id: uuid.UUID
+    org_id: uuid.UUID
+
+
+async def current_account(
+    request: Request,
+    state: State,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AccountContext:
+    """A dashboard session (Authorization: Bearer <token from /auth/login>), rate limited per org."""
+    if bearer is None or bearer.scheme.lower() != "bearer":
+        raise Unauthorized("Missing session token (Authorization: Bearer ...)")
+    claims = read_session_token(bearer.credentials, secret=state.settings.resolved_jwt_secret())
+    if claims is None:
+        raise Unauthorized("Invalid or expired session token")
+    context = AccountContext(uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]))
+    async with state.sessions() as session:
+        org = await orgs.get_org(session, context.org_id)
+    request.state.org_slug = org.slug
+    if state.limiter is not None:
+        owner = KeyOwner(org.id, org.slug, org.domain, org.rate_limit, "session", context.account_id, "")
+        await state.limiter.hit_org(request, owner, state.settings)
+    return context
+
+
+CurrentAccount = Annotated[AccountContext, Depends(current_account)]
+
+
+async def auth_ip_limit(request: Request, state: State) -> None:
+    """/auth/*: LEHNZ_AUTH_RATE_LIMIT per client IP."""
+    if state.limiter is not None:
+        await state.limiter.hit_ip(request)
+
+
+AuthIpLimit = Depends(auth_ip_limit)

@@ -41,8 +41,11 @@ class RequestContextMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                window = state.get("rate_limit")
+                if window is not None:  # set by the rate limiter on every authenticated request
+                    extra.extend(window.headers())
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:

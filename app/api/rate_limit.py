@@ -1,12 +1,144 @@
-"""Per-org and per-IP rate limits (filled in by the rate-limit work)."""
+"""Rate limits in Redis, shared by every api replica: per org (all its keys) and per IP on /auth/*.
+
+Limits are written in the syntax of `limits`/slowapi ("1000/15minutes") and counted in fixed
+windows aligned to the epoch, like slowapi's default strategy. slowapi's own Limiter is not
+used for the check: it is synchronous, so every request would block the event loop on its
+Redis round trips. Here a check is one non-blocking round trip (a Lua INCR+PEXPIRE).
+
+When Redis is unreachable the org limit fails open (recommendations keep being served; the
+outage is logged) while the auth limit fails closed (503): brute-force protection must not
+disappear with Redis.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from fastapi import Request
 from limits import RateLimitItem, parse
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app import metrics, redis_keys
+from app.errors import RateLimited, ServiceUnavailable
+from app.settings import Settings
+from app.storage.orgs import KeyOwner
+
+log = logging.getLogger("lehnz.ratelimit")
+
+_CHECK_TIMEOUT_S = 0.25
+_OUTAGE_LOG_EVERY_S = 30.0
+
+# KEYS[1] = counter of the current window; ARGV[1] = its lifetime in ms. Returns the new count.
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 
 
+@lru_cache(maxsize=256)
 def parse_limit(value: str) -> RateLimitItem:
     try:
         return parse(value)
     except ValueError:
         raise ValueError(f"invalid rate limit {value!r}; use e.g. '1000/15minutes' or '100/minute'") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    limit: int
+    count: int
+    reset_s: int  # seconds until this window ends (not an epoch)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"ratelimit-limit", str(self.limit).encode()),
+            (b"ratelimit-remaining", str(self.remaining).encode()),
+            (b"ratelimit-reset", str(self.reset_s).encode()),
+        ]
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._hit = redis.register_script(_HIT)
+        self.default_limit = parse_limit(settings.rate_limit)
+        self.auth_limit = parse_limit(settings.auth_rate_limit)
+        self._trusted = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+        self._last_outage_log = 0.0
+
+    async def window(self, scope: str, key: str, item: RateLimitItem) -> Window:
+        length_s = int(item.get_expiry())
+        now = time.time()
+        index = int(now // length_s)
+        counter = redis_keys.rate_limit(scope, f"{key}:{length_s}:{index}")
+        count = await asyncio.wait_for(
+            self._hit(keys=[counter], args=[length_s * 1000 + 1000]), timeout=_CHECK_TIMEOUT_S
+        )
+        reset_s = max(1, math.ceil((index + 1) * length_s - now))
+        return Window(limit=int(item.amount), count=int(count), reset_s=reset_s)
+
+    async def hit_org(self, request: Request, owner: KeyOwner, settings: Settings) -> None:
+        item = parse_limit(owner.rate_limit) if owner.rate_limit else self.default_limit
+        try:
+            window = await self.window("org", str(owner.org_id), item)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._log_outage(exc)
+            return  # fail open: reads keep serving; writes fail later with 503 on the enqueue
+        request.state.rate_limit = window
+        if window.exceeded:
+            metrics.RATE_LIMITED.labels("org").inc()
+            raise RateLimited(limit=window.limit, reset_s=window.reset_s)
+
+    async def hit_ip(self, request: Request) -> None:
+        ip = self.client_ip(request)
+        try:
+            window = await self.window("ip", ip, self.auth_limit)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._log_outage(exc)
+            raise ServiceUnavailable() from exc  # fail closed: no unlimited password guessing
+        request.state.rate_limit = window
+        if window.exceeded:
+            metrics.RATE_LIMITED.labels("ip").inc()
+            raise RateLimited(limit=window.limit, reset_s=window.reset_s)
+
+    def client_ip(self, request: Request) -> str:
+        """The peer address, or, when the peer is a trusted proxy, the nearest untrusted hop of
+        X-Forwarded-For (walking from the right, so a client cannot forge its way in)."""
+        peer = request.client.host if request.client else "unknown"
+        if not self._is_trusted(peer):
+            return peer
+        forwarded = request.headers.get("x-forwarded-for", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def _log_outage(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_outage_log > _OUTAGE_LOG_EVERY_S:
+            self._last_outage_log = now
+            log.warning("rate limiter cannot reach Redis (%s); org limits fail open", type(exc).__name__)

@@ -97,6 +97,11 @@ class ModelCache:
             except Exception:  # noqa: BLE001 - a broken org must not stop the others loading
                 log.exception("preloading org %s failed", org_id)
 
+    def close(self) -> None:
+        """Stop background loads (process shutdown)."""
+        for task in [*self._cold.values(), *self._updating.values()]:
+            task.cancel()
+
     def status(self) -> dict[str, Any]:
         return {
             "loaded_orgs": len(self._snapshots),

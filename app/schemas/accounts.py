@@ -1,0 +1,75 @@
+"""Wire shapes of /auth/* and /v1/keys (API.md section 7)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) > 320 or not _EMAIL.match(value):
+        raise ValueError("must be an email address")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_email)]
+# Long passphrases welcome; the upper bound only stops a KDF denial of service.
+Password = Annotated[str, Field(min_length=10, max_length=1024)]
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"email": "ops@glow.example", "password": "correct horse battery",
+                                         "org_name": "Glow Beauty", "domain": "commerce"}]},
+    )
+    email: Email
+    password: Password
+    org_name: str = Field(min_length=1, max_length=200)
+    domain: str = Field(default="commerce", min_length=1, max_length=64)
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"email": "ops@glow.example", "password": "correct horse battery"}]},
+    )
+    email: Email
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class KeyPairCreated(BaseModel):
+    key_id: str
+    publishable_key: str = Field(examples=["lehnz_pk_..."])
+    secret_key: str = Field(examples=["lehnz_sk_..."], description="shown only in this response")
+
+
+class Registered(KeyPairCreated):
+    account_id: str
+    org_id: str
+    tenant_id: str = Field(examples=["glow-beauty"])
+    domain: str
+
+
+class Session(BaseModel):
+    token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(examples=[3600])
+
+
+class KeyPairListed(BaseModel):
+    key_id: str
+    publishable_key_prefix: str = Field(examples=["lehnz_pk_Abc123"],
+                                        description="keys are stored only as hashes; this prefix identifies it")
+    created_at: str
+    revoked_at: str | None
+
+
+class KeyRevoked(BaseModel):
+    key_id: str
+    revoked: bool = True
