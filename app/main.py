@@ -13,7 +13,7 @@ from app.api import handlers, openapi
 from app.api.auth import KeyCache
 from app.api.middleware import PublishableCors, RequestContextMiddleware
 from app.api.rate_limit import RateLimiter
-from app.api.routes import auth, health, ingest, keys, models, recommend, users
+from app.api.routes import analytics, auth, health, ingest, keys, models, recommend, users
 from app.api.state import AppState
 from app.api.sync import SyncLoop
 from app.model_store import ModelStore
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(auth.router)
     app.include_router(keys.router)
+    app.include_router(analytics.router)
     app.add_middleware(
         PublishableCors,
         paths=PUBLISHABLE_PATHS,
