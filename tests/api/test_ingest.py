@@ -300,3 +300,26 @@ async def test_hostile_values_are_rejected_with_400(client: Any, org: OrgKeys) -
         response = await client.post(path, json=case, headers=headers)
         assert response.status_code == 400, case
         assert_envelope(response.json(), success=False)
+
+
+async def test_unexpected_error_is_a_500_envelope_that_leaks_nothing(settings: Any) -> None:
+    import httpx
+
+    from app.main import create_app
+
+    application = create_app(settings)
+
+    async def explode() -> None:
+        raise RuntimeError("password=hunter2 at /srv/secret/path.py line 42")
+
+    application.add_api_route("/boom", explode, methods=["GET"])
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.get("/boom")
+    assert response.status_code == 500
+    body = response.json()
+    assert_envelope(body, success=False)
+    assert body["error"] == "internal_error"
+    assert "hunter2" not in response.text and "Traceback" not in response.text and "secret" not in response.text
+    assert response.headers["x-request-id"] in body["message"]
