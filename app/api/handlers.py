@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.api.envelope import failure
+from app.api.middleware import internal_error
 from app.errors import AppError, ServiceUnavailable, field_error
 
 log = logging.getLogger("lehnz.api")
@@ -54,12 +55,10 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Normally RequestContextMiddleware answers first; this covers anything outside it.
     request_id = getattr(request.state, "request_id", None)
     log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
-    message = "Internal server error"
-    if request_id:
-        message = f"Internal server error (request {request_id})"
-    return failure(500, message, "internal_error")
+    return internal_error(request_id)
 
 
 def install(app: FastAPI) -> None:

@@ -11,10 +11,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.api.envelope import failure
+from app.api.envelope import JsonResponse, failure
 from app.errors import PayloadTooLarge
 
 access_log = logging.getLogger("lehnz.access")
+error_log = logging.getLogger("lehnz.api")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -37,9 +38,11 @@ class RequestContextMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status_holder = [500]
+        response_started = [False]
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                response_started[0] = True
                 status_holder[0] = message["status"]
                 extra = [(b"x-request-id", request_id.encode())]
                 window = state.get("rate_limit")
@@ -57,7 +60,15 @@ class RequestContextMiddleware:
             response = failure(413, f"Body over the size limit of {self.max_body_bytes} bytes")
             await response(scope, receive, send_wrapper)
         else:
-            await self.app(scope, self._capped(receive), send_wrapper)
+            try:
+                await self.app(scope, self._capped(receive), send_wrapper)
+            except Exception:
+                # Anything no handler claimed: log it with the request id, answer a 500
+                # envelope that says nothing about the cause (unless a response already began).
+                error_log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"],
+                                    request_id)
+                if not response_started[0]:
+                    await internal_error(request_id)(scope, receive, send_wrapper)
 
         elapsed_s = time.perf_counter() - started
         route = scope.get("route")
@@ -116,3 +127,9 @@ class PublishableCors:
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+def internal_error(request_id: str | None) -> JsonResponse:
+    """The 500 body: the request id to quote to an operator, never the cause."""
+    message = f"Internal server error (request {request_id})" if request_id else "Internal server error"
+    return failure(500, message, "internal_error")

@@ -131,7 +131,7 @@ async def test_session_endpoints_refuse_missing_or_bad_tokens(client: Any) -> No
 
 async def test_auth_routes_are_limited_per_ip(app_with: Any) -> None:
     blocked_ip, other_ip = _ip(), _ip()
-    async with app_with(trusted_proxies=["127.0.0.1"], auth_rate_limit="3/minute") as client:
+    async with app_with(trusted_proxies=["127.0.0.1"], auth_rate_limit="3/day") as client:
         statuses = []
         for _ in range(4):
             response = await _login(client, blocked_ip, _email())
@@ -144,7 +144,7 @@ async def test_auth_routes_are_limited_per_ip(app_with: Any) -> None:
 
 
 async def test_forwarded_for_is_ignored_from_untrusted_peers(app_with: Any) -> None:
-    async with app_with(auth_rate_limit="2/minute", client_ip=_ip()) as client:
+    async with app_with(auth_rate_limit="2/day", client_ip=_ip()) as client:
         statuses = [(await _login(client, _ip(), _email())).status_code for _ in range(3)]
     # Every request claimed a different X-Forwarded-For; the peer is not a trusted proxy, so
     # they all count against the peer's own address.

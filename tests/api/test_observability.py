@@ -30,7 +30,7 @@ async def test_metrics_expose_the_named_series_after_real_traffic(
                       events=[event(f"u{n}", "view", "ab"[n % 2]) for n in range(6)])
     await client.post("/v1/recommend", json={"strategy": "personalized", "user_id": "nobody"}, headers=org.pk)
     await client.post("/v1/recommend", json={"strategy": "similar", "context_item_id": "a"}, headers=org.pk)
-    async with app_with(rate_limit="1/hour") as limited:
+    async with app_with(rate_limit="1/day") as limited:
         statuses = [(await limited.post("/v1/recommend", json={"strategy": "popular"}, headers=org.pk)).status_code
                     for _ in range(2)]
     assert statuses == [200, 429]
