@@ -134,6 +134,9 @@ def api(
     with connected_settings() as settings:
         os.environ.update(_child_env(settings))
         get_settings.cache_clear()
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal into the handler
+        # that was there before it; a no-op one lets the process exit 0 instead of -15.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -397,6 +400,42 @@ async def _train(settings: Settings, slug: str, *, wait: bool, inline: bool, tim
                                              "(is `lehnz worker` or `lehnz serve` running? or use --inline)"}
     finally:
         await close_context(ctx)
+
+
+dead_letter_cli = typer.Typer(help="Jobs the worker could not persist (never dropped).", no_args_is_help=True)
+cli.add_typer(dead_letter_cli, name="dead-letter")
+
+
+async def _with_queue(settings: Settings, action: Any) -> Any:
+    from app.queue import Queue, create_redis
+
+    redis = create_redis(settings.redis_url or "")
+    try:
+        return await action(Queue(redis))
+    finally:
+        await redis.aclose()
+
+
+@dead_letter_cli.command("list")
+def dead_letter_list(limit: Annotated[int, typer.Option(help="entries to show")] = 20) -> None:
+    """Show parked jobs: function, org, error, tries (not the payloads)."""
+    with connected_settings() as settings:
+        entries = asyncio.run(_with_queue(settings, lambda q: q.dead_letters(limit=limit)))
+    table = Table("job", "function", "org", "records", "tries", "error")
+    for entry in entries:
+        kwargs = entry.get("kwargs", {})
+        table.add_row(str(entry.get("job_id")), entry.get("function", ""), str(kwargs.get("org_id", "")),
+                      str(len(kwargs.get("records") or kwargs.get("rows") or [])), str(entry.get("tries")),
+                      entry.get("error", ""))
+    out.print(table)
+
+
+@dead_letter_cli.command("replay")
+def dead_letter_replay(limit: Annotated[int, typer.Option(help="jobs to re-queue")] = 1000) -> None:
+    """Re-queue parked jobs, oldest first (once whatever made them fail is fixed)."""
+    with connected_settings() as settings:
+        count = asyncio.run(_with_queue(settings, lambda q: q.replay_dead_letters(limit=limit)))
+    console.print(f"[green]re-queued {count} job(s)[/]")
 
 
 def _register_tool_commands() -> None:

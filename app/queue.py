@@ -27,7 +27,9 @@ _INGEST_EXPIRES_MS = 30 * 24 * 3600 * 1000
 
 
 def job_serializer(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+    # Payloads are plain JSON; `default` only catches what arq itself stores, such as the
+    # exception of a failed job, which must never make the worker crash while recording it.
+    return orjson.dumps(obj, default=repr)
 
 
 def job_deserializer(raw: bytes) -> Any:
@@ -122,3 +124,27 @@ class Queue:
 
     async def is_training(self, org_id: str) -> bool:
         return bool(await self.redis.exists(redis_keys.training(org_id)))
+
+    async def dead_letters(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        return [orjson.loads(raw) for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, limit - 1)]
+
+    async def replay_dead_letters(self, *, limit: int = 1000) -> int:
+        """Queue parked jobs again, oldest first (after the cause was fixed); returns how many."""
+        replayed = 0
+        while replayed < limit:
+            raw = await self.redis.lpop(redis_keys.DEAD_LETTER)
+            if raw is None:
+                break
+            entry = orjson.loads(raw)
+            function, kwargs = entry["function"], entry["kwargs"]
+            try:
+                if function.startswith("ingest_"):
+                    await self.enqueue_ingest(function.removeprefix("ingest_"), kwargs["org_id"], kwargs["records"])
+                else:
+                    await self.redis.enqueue_job(function, **kwargs, _queue_name=redis_keys.INGEST_QUEUE,
+                                                 _expires=_INGEST_EXPIRES_MS // 1000)
+            except Exception:
+                await self.redis.lpush(redis_keys.DEAD_LETTER, raw)  # never lose it on the way back
+                raise
+            replayed += 1
+        return replayed

@@ -91,7 +91,7 @@ async def open_context(settings: Settings) -> tuple[dict[str, Any], Any, Any]:
 
 
 async def close_context(ctx: dict[str, Any]) -> None:
-    ctx["train_pool"].shutdown(wait=False, cancel_futures=True)
+    training.stop_executor(ctx["train_pool"])
     await ctx["redis"].aclose()
     await ctx["engine"].dispose()
 

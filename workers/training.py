@@ -35,6 +35,18 @@ def new_executor() -> ProcessPoolExecutor:
     )
 
 
+def stop_executor(executor: ProcessPoolExecutor) -> None:
+    """Stop now, a train in flight included: the worker must not outlive its stop on a child
+    (the abandoned train's job is re-queued by arq and the previous model keeps serving)."""
+    processes = list(getattr(executor, "_processes", {}).values())  # no public API for this
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+
+
 async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual") -> dict[str, Any]:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
@@ -45,9 +57,11 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
     try:
         loop = asyncio.get_running_loop()
         summary = await loop.run_in_executor(ctx["train_pool"], run_training, org_id, settings.model_dump())
+    except asyncio.CancelledError:
+        # Stopping or timed out: arq re-queues the job; do not leave "training" set meanwhile.
+        await redis.delete(redis_keys.training(org_id))
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the previous model keeps serving
-        if isinstance(exc, asyncio.CancelledError):
-            raise
         if "BrokenProcessPool" in type(exc).__name__:
             ctx["train_pool"] = new_executor()
         error = f"{type(exc).__name__}: {exc}"[:2000]

@@ -323,3 +323,33 @@ async def test_unexpected_error_is_a_500_envelope_that_leaks_nothing(settings: A
     assert body["error"] == "internal_error"
     assert "hunter2" not in response.text and "Traceback" not in response.text and "secret" not in response.text
     assert response.headers["x-request-id"] in body["message"]
+
+
+async def test_a_poison_job_is_parked_then_replayed_without_loss(
+    org: OrgKeys, redis: Any, db: Any, drain: Any
+) -> None:
+    """A job failing for a reason retrying cannot fix goes to the dead-letter list, whole."""
+    from app.queue import Queue
+
+    queue = Queue(redis)
+    records = [
+        {"event_id": str(uuid.uuid4()), "user_id": "u", "event_family": "engagement", "event_name": "view",
+         "item_id": "i", "previous_user_id": None, "recommendation_id": None, "context": None,
+         "occurred_at": 1.79e9, "received_at": 1.79e9}
+    ]
+    missing_org = str(uuid.uuid4())  # no such org: a foreign-key violation, not transient
+    before = await redis.llen(redis_keys.DEAD_LETTER)
+    await queue.enqueue_ingest("events", missing_org, records)
+    await drain()
+    assert await redis.llen(redis_keys.DEAD_LETTER) == before + 1
+    parked = (await queue.dead_letters(limit=before + 1))[-1]
+    assert parked["function"] == "ingest_events" and parked["kwargs"]["records"] == records
+    assert "ForeignKeyViolation" in parked["error"] or "foreign key" in parked["error"].lower()
+    assert await redis.zcard(redis_keys.pending(missing_org)) == 0
+    # The operator fixes the cause (here: moves the payload to a real org) and replays.
+    fixed = dict(parked, kwargs={**parked["kwargs"], "org_id": org.org_id})
+    await redis.rpop(redis_keys.DEAD_LETTER)
+    await redis.rpush(redis_keys.DEAD_LETTER, orjson.dumps(fixed))
+    assert await queue.replay_dead_letters() >= 1
+    await drain()
+    assert await count(db, Event, org) == 1
