@@ -31,6 +31,9 @@ log = logging.getLogger("lehnz.models")
 # Re-read catalog rows updated a little before the newest one seen: a transaction that began
 # earlier but committed later still gets applied (re-applying a row is harmless).
 _CATALOG_OVERLAP_S = 5.0
+# updated_at is a transaction's start time, so a transaction longer than the overlap could
+# still slip past the incremental refresh: a full reload now and then bounds that to minutes.
+_CATALOG_FULL_RELOAD_S = 300.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +42,7 @@ class OrgSnapshot:
     models: OrgModels | None
     catalog: Catalog
     catalog_version: bytes | None
-    loaded_at: float
+    catalog_loaded_at: float  # last full catalog load (unix s)
 
     @property
     def model_version(self) -> str | None:
@@ -82,7 +85,10 @@ class ModelCache:
             return
         wanted_model = model_version.decode() if model_version else None
         model_stale = wanted_model is not None and wanted_model != snapshot.model_version
-        catalog_stale = catalog_version != snapshot.catalog_version
+        catalog_stale = (
+            catalog_version != snapshot.catalog_version
+            or time.time() - snapshot.catalog_loaded_at > _CATALOG_FULL_RELOAD_S
+        )
         if model_stale or catalog_stale:
             task = asyncio.create_task(
                 self._update(org_id, model=model_stale, catalog_version=catalog_version), name=f"update-{org_id}"
@@ -134,6 +140,11 @@ class ModelCache:
                 if current is None:
                     return
                 snapshot = current
+                if time.time() - current.catalog_loaded_at > _CATALOG_FULL_RELOAD_S:
+                    rows = await self._catalog_rows(org_id, since=None)
+                    order = current.models.item_ids if current.models is not None else None
+                    catalog = await asyncio.to_thread(Catalog.build, rows, order=order)
+                    snapshot = replace(snapshot, catalog=catalog, catalog_loaded_at=time.time())
                 if model:
                     models = await asyncio.to_thread(self._load_models, org_id)
                     if models is not None and models.version != current.model_version:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -10,7 +11,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    Field,
     StringConstraints,
     model_validator,
 )
@@ -66,9 +66,24 @@ def _check_time(value: datetime | None) -> datetime | None:
         value = value.replace(tzinfo=UTC)
     if value < MIN_TIMESTAMP:
         raise ValueError("must not be before 1970-01-01T00:00:00Z")
-    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+    if value > _latest_allowed():
         raise ValueError("must not be more than 24 hours in the future")
     return value
+
+
+_latest_cache: list[tuple[float, datetime]] = []
+
+
+def _latest_allowed() -> datetime:
+    """now + the allowed skew, recomputed at most once a second (validation runs per record)."""
+    tick = time.monotonic()
+    if not _latest_cache or tick - _latest_cache[0][0] > 1.0:
+        _latest_cache[:] = [(tick, datetime.now(UTC) + MAX_FUTURE_SKEW)]
+    return _latest_cache[0][1]
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
 
 
 FreeJson = Annotated[dict[str, Any] | None, AfterValidator(_check_json)]
@@ -102,6 +117,17 @@ class ItemIn(_Record):
         }
     )
 
+    def to_record(self, *, received_at: float) -> dict[str, Any]:
+        """The shape the worker persists (times as unix seconds); shared by the api and `lehnz import`."""
+        return {
+            "item_id": self.item_id,
+            "item_type": self.item_type,
+            "status": self.status,
+            "attributes": self.attributes or {},
+            "created_at": _epoch(self.created_at),
+            "received_at": received_at,
+        }
+
 
 class UserIn(_Record):
     user_id: Id
@@ -117,6 +143,16 @@ class UserIn(_Record):
             ]
         }
     )
+
+    def to_record(self, *, received_at: float) -> dict[str, Any]:
+        """The shape the worker persists (times as unix seconds); shared by the api and `lehnz import`."""
+        return {
+            "user_id": self.user_id,
+            "status": self.status,
+            "attributes": self.attributes or {},
+            "created_at": self.created_at.timestamp(),
+            "received_at": received_at,
+        }
 
 
 class EventIn(_Record):
@@ -151,3 +187,23 @@ class EventIn(_Record):
             if self.previous_user_id == self.user_id:
                 raise ValueError("previous_user_id must differ from user_id")
         return self
+
+    def to_record(self, *, received_at: float, default_id: uuid.UUID | None = None) -> dict[str, Any]:
+        """The shape the worker persists; shared by the api and `lehnz import`.
+
+        The event id is assigned here, before queueing, so a retried job can never duplicate an
+        event: the client's, else `default_id`, else a random one. occurred_at defaults to the
+        receive time.
+        """
+        return {
+            "event_id": str(self.event_id or default_id or uuid.uuid4()),
+            "user_id": self.user_id,
+            "event_family": self.event_family,
+            "event_name": self.event_name,
+            "item_id": self.item_id,
+            "previous_user_id": self.previous_user_id,
+            "recommendation_id": self.recommendation_id,
+            "context": self.context,
+            "occurred_at": self.timestamp.timestamp() if self.timestamp else received_at,
+            "received_at": received_at,
+        }

@@ -49,10 +49,6 @@ async def _accept(
     return ok({"accepted": len(payload)}, message=f"{kind} accepted", status_code=202)
 
 
-def _epoch(value: Any) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 @router.post(
     "/items/upsert",
     status_code=202,
@@ -65,17 +61,7 @@ async def upsert_items(org: SecretOrg, body: JsonBody, queue: QueueDep, settings
     records, single = _as_records(body, name="items", settings=settings)
     items = validate_batch(ItemIn, records, name="items", single=single)
     received_at = time.time()
-    payload = [
-        {
-            "item_id": item.item_id,
-            "item_type": item.item_type,
-            "status": item.status,
-            "attributes": item.attributes or {},
-            "created_at": _epoch(item.created_at),
-            "received_at": received_at,
-        }
-        for item in items
-    ]
+    payload = [item.to_record(received_at=received_at) for item in items]
     return await _accept(queue, "items", org.org_id, payload)
 
 
@@ -91,16 +77,7 @@ async def upsert_users(org: SecretOrg, body: JsonBody, queue: QueueDep, settings
     records, single = _as_records(body, name="users", settings=settings)
     users = validate_batch(UserIn, records, name="users", single=single)
     received_at = time.time()
-    payload = [
-        {
-            "user_id": user.user_id,
-            "status": user.status,
-            "attributes": user.attributes or {},
-            "created_at": user.created_at.timestamp(),
-            "received_at": received_at,
-        }
-        for user in users
-    ]
+    payload = [user.to_record(received_at=received_at) for user in users]
     return await _accept(queue, "users", org.org_id, payload)
 
 
@@ -117,19 +94,5 @@ async def ingest_events(org: PublishableOrg, body: JsonBody, queue: QueueDep, se
     events = validate_batch(EventIn, records, name="events", single=single)
     received_at = time.time()
     # The server assigns event ids before queueing, so a retried job can never duplicate one.
-    payload = [
-        {
-            "event_id": str(event.event_id or uuid.uuid4()),
-            "user_id": event.user_id,
-            "event_family": event.event_family,
-            "event_name": event.event_name,
-            "item_id": event.item_id,
-            "previous_user_id": event.previous_user_id,
-            "recommendation_id": event.recommendation_id,
-            "context": event.context,
-            "occurred_at": event.timestamp.timestamp() if event.timestamp else received_at,
-            "received_at": received_at,
-        }
-        for event in events
-    ]
+    payload = [event.to_record(received_at=received_at) for event in events]
     return await _accept(queue, "events", org.org_id, payload)
