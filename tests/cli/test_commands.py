@@ -1,0 +1,184 @@
+"""The `lehnz` command as a user runs it: real subprocesses, real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+import pytest
+
+from app.embedded import EmbeddedServers
+from app.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def lehnz(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def external_env(settings: Settings) -> dict[str, str]:
+    """Point the command at the test session's servers (nothing embedded starts)."""
+    return {
+        **os.environ,
+        "LEHNZ_DATABASE_URL": settings.database_url or "",
+        "LEHNZ_REDIS_URL": settings.redis_url or "",
+        "LEHNZ_DATA_DIR": str(settings.data_dir),
+        "LEHNZ_MODEL_DIR": str(settings.models_path),
+        "LEHNZ_LOG_LEVEL": "WARNING",
+    }
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEHNZ_")}
+    env.update({"LEHNZ_DATA_DIR": str(data_dir), "LEHNZ_LOG_LEVEL": "WARNING"})
+    return env
+
+
+def _pids(data_dir: Path) -> tuple[int, int]:
+    postgres = int((data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[0])
+    redis = int((data_dir / "redis" / "redis.pid").read_text())
+    return postgres, redis
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_dead(pid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still running"
+        time.sleep(0.05)
+
+
+async def test_org_create_keys_and_limits_from_the_shell(settings: Settings, client: Any) -> None:
+    env = external_env(settings)
+    slug = f"shell-{uuid.uuid4().hex[:8]}"
+    created = lehnz("org", "create", "--name", "Shell Shop", "--slug", slug, "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    org = orjson.loads(created.stdout)
+    assert set(org) == {"org_id", "tenant_id", "publishable_key", "secret_key"}
+    assert org["tenant_id"] == slug
+    assert org["publishable_key"].startswith("lehnz_pk_") and len(org["publishable_key"]) >= 9 + 32
+    assert org["secret_key"].startswith("lehnz_sk_") and len(org["secret_key"]) >= 9 + 32
+    status = await client.get("/v1/models/status", headers={"X-API-KEY": org["secret_key"]})
+    assert status.status_code == 200
+
+    duplicate = lehnz("org", "create", "--name", "Again", "--slug", slug, env=env)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+
+    second = orjson.loads(lehnz("keys", "create", "--org", slug, "--json", env=env).stdout)
+    listed = orjson.loads(lehnz("keys", "list", "--org", slug, "--json", env=env).stdout)
+    assert {p["key_id"] for p in listed} >= {second["key_id"]} and len(listed) == 2
+    assert second["secret_key"] not in str(listed) and org["secret_key"] not in str(listed)
+    revoked = lehnz("keys", "revoke", "--org", slug, "--key-id", second["key_id"], env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    refused = await client.get("/v1/models/status", headers={"X-API-KEY": second["secret_key"]})
+    assert refused.status_code == 401
+
+    bad_limit = lehnz("org", "set-limit", "--org", slug, "--limit", "lots", env=env)
+    assert bad_limit.returncode == 1 and "invalid rate limit" in bad_limit.stderr
+    assert lehnz("org", "set-limit", "--org", slug, "--limit", "77/hour", env=env).returncode == 0
+    limited = await client.get("/v1/models/status", headers={"X-API-KEY": org["secret_key"]})
+    assert limited.headers["RateLimit-Limit"] == "77"
+
+    trained = lehnz("train", "--org", slug, "--inline", env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert orjson.loads(trained.stdout)["status"] == "succeeded"
+
+
+def test_a_second_command_reuses_the_running_embedded_servers(tmp_path: Path) -> None:
+    data_dir = Path(f"/tmp/lehnz-reuse-{uuid.uuid4().hex[:8]}")
+    holder = EmbeddedServers(data_dir)  # stands in for a running `lehnz serve`
+    holder.open()
+    try:
+        before = _pids(data_dir)
+        created = lehnz("org", "create", "--name", "Reuse", "--json", env=embedded_env(data_dir))
+        assert created.returncode == 0, created.stderr
+        assert _pids(data_dir) == before, "a second server was started"
+        assert all(_alive(pid) for pid in before), "the command stopped servers it did not start"
+        listed = lehnz("keys", "list", "--org", orjson.loads(created.stdout)["tenant_id"], "--json",
+                       env=embedded_env(data_dir))
+        assert listed.returncode == 0 and len(orjson.loads(listed.stdout)) == 1  # same database
+    finally:
+        holder.close()
+    for pid in before:
+        _wait_dead(pid)
+
+
+def test_a_lone_command_starts_and_stops_the_embedded_servers() -> None:
+    data_dir = Path(f"/tmp/lehnz-lone-{uuid.uuid4().hex[:8]}")
+    created = lehnz("org", "create", "--name", "Lone", "--json", env=embedded_env(data_dir))
+    assert created.returncode == 0, created.stderr
+    assert (data_dir / "postgres" / "PG_VERSION").exists() and (data_dir / "redis" / "redis.conf").exists()
+    running = [p.pid for p in psutil.process_iter(["cmdline"])
+               if _alive(p.pid) and str(data_dir) in " ".join(p.info["cmdline"] or [])]
+    assert running == [], f"servers left running: {running}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_runs_everything_and_stops_cleanly() -> None:
+    """The README's first command: one process tree, then Ctrl-C leaves nothing running."""
+    data_dir = Path(f"/tmp/lehnz-serve-{uuid.uuid4().hex[:8]}")
+    port = _free_port()
+    env = embedded_env(data_dir)
+    serve = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+                             start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert serve.poll() is None, "lehnz serve exited"
+            assert time.monotonic() < deadline, "lehnz serve did not become ready"
+            time.sleep(0.2)
+        org = orjson.loads(lehnz("org", "create", "--name", "Served", "--json", env=env).stdout)
+        sk, pk = {"X-API-KEY": org["secret_key"]}, {"X-API-KEY": org["publishable_key"]}
+        items = [{"item_id": f"i{k}", "item_type": "product", "status": "active"} for k in range(5)]
+        assert httpx.post(f"{base}/v1/ingest/items/upsert", json=items, headers=sk).status_code == 202
+        events = [{"user_id": f"u{n}", "event_family": "engagement", "event_name": "view", "item_id": f"i{n % 5}"}
+                  for n in range(20)]
+        assert httpx.post(f"{base}/v1/ingest/events/ingest", json=events, headers=pk).status_code == 202
+        assert httpx.post(f"{base}/v1/models/train", headers=sk).status_code == 202
+        deadline = time.monotonic() + 90
+        while True:
+            data = httpx.post(f"{base}/v1/recommend", json={"strategy": "popular"}, headers=pk).json()["data"]
+            if data["model_version"] and data["results"]:
+                break
+            assert time.monotonic() < deadline, "no trained model served"
+            time.sleep(0.2)
+        servers = _pids(data_dir)
+        children = psutil.Process(serve.pid).children(recursive=True)
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            assert serve.wait(timeout=60) == 0
+        finally:
+            if serve.poll() is None:
+                os.killpg(serve.pid, signal.SIGKILL)
+    for pid in (*servers, *(child.pid for child in children)):
+        _wait_dead(pid)

@@ -1,0 +1,76 @@
+"""The training scheduler (arq cron): which orgs it queues, and coalescing per org."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.constants import job_key_prefix
+
+from app import redis_keys
+from tests.factories import OrgKeys, event, item
+from workers import training
+from workers.main import close_context, open_context
+
+
+async def _scheduled(settings: Any, **overrides: Any) -> int:
+    ctx, _, _ = await open_context(settings.model_copy(update=overrides))
+    try:
+        return await training.schedule_training(ctx)
+    finally:
+        await close_context(ctx)
+
+
+async def _keep_only(redis: Any, org: OrgKeys) -> None:
+    """Other tests' orgs also have data and no model: drop their queued trains (not ours)."""
+    ours = redis_keys.train_job_id(org.org_id)
+    for job_id in await redis.zrange(redis_keys.TRAIN_QUEUE, 0, -1):
+        if job_id.decode() != ours:
+            await redis.zrem(redis_keys.TRAIN_QUEUE, job_id)
+            await redis.delete(job_key_prefix + job_id.decode())
+
+
+async def _queued(redis: Any, org: OrgKeys) -> bool:
+    return bool(await redis.exists(job_key_prefix + redis_keys.train_job_id(org.org_id)))
+
+
+async def test_an_org_with_data_but_no_model_is_trained_on_startup(
+    client: Any, org: OrgKeys, settings: Any, redis: Any, drain: Any
+) -> None:
+    await client.post("/v1/ingest/items/upsert", json=[item("a"), item("b")], headers=org.sk)
+    await client.post("/v1/ingest/events/ingest", json=[event("u", "view", "a")], headers=org.pk)
+    await drain()
+    await redis.hdel(redis_keys.NEW_DATA, org.org_id)  # as after a bulk import done elsewhere
+    assert not await _queued(redis, org)
+    await _scheduled(settings)
+    assert await _queued(redis, org)
+    await _keep_only(redis, org)
+    await drain()
+    status = (await client.get("/v1/models/status", headers=org.sk)).json()["data"]
+    assert status["model"] is not None and status["model"]["interactions"] == 1
+
+
+async def test_new_data_triggers_a_retrain_only_after_the_interval(
+    client: Any, org: OrgKeys, settings: Any, redis: Any, drain: Any
+) -> None:
+    await client.post("/v1/ingest/items/upsert", json=[item("a")], headers=org.sk)
+    await client.post("/v1/ingest/events/ingest", json=[event("u", "view", "a")], headers=org.pk)
+    await drain()
+    await client.post("/v1/models/train", headers=org.sk)
+    await drain()
+    assert int(await redis.hget(redis_keys.NEW_DATA, org.org_id) or 0) == 0  # the train consumed it
+    await client.post("/v1/ingest/events/ingest", json=[event("v", "view", "a")] * 3, headers=org.pk)
+    await drain()
+    assert int(await redis.hget(redis_keys.NEW_DATA, org.org_id)) == 3
+
+    await _scheduled(settings, train_interval_s=3600)
+    assert not await _queued(redis, org), "retrained before the interval"
+    await _scheduled(settings, train_interval_s=0, train_min_new_events=10)
+    assert not await _queued(redis, org), "retrained with fewer new events than required"
+    await _scheduled(settings, train_interval_s=0)
+    assert await _queued(redis, org)
+    await _keep_only(redis, org)
+    # Asking again while one is pending is coalesced into the same job.
+    assert (await client.post("/v1/models/train", headers=org.sk)).json()["data"]["job_id"] == \
+        redis_keys.train_job_id(org.org_id)
+    await drain()
+    assert not await _queued(redis, org)
