@@ -12,12 +12,13 @@ from workers import training
 from workers.main import close_context, open_context
 
 
-async def _scheduled(settings: Any, **overrides: Any) -> int:
+async def _schedule(settings: Any, redis: Any, org: OrgKeys, **overrides: Any) -> None:
     ctx, _, _ = await open_context(settings.model_copy(update=overrides))
     try:
-        return await training.schedule_training(ctx)
+        await training.schedule_training(ctx)
     finally:
         await close_context(ctx)
+    await _keep_only(redis, org)
 
 
 async def _keep_only(redis: Any, org: OrgKeys) -> None:
@@ -41,9 +42,8 @@ async def test_an_org_with_data_but_no_model_is_trained_on_startup(
     await drain()
     await redis.hdel(redis_keys.NEW_DATA, org.org_id)  # as after a bulk import done elsewhere
     assert not await _queued(redis, org)
-    await _scheduled(settings)
+    await _schedule(settings, redis, org)
     assert await _queued(redis, org)
-    await _keep_only(redis, org)
     await drain()
     status = (await client.get("/v1/models/status", headers=org.sk)).json()["data"]
     assert status["model"] is not None and status["model"]["interactions"] == 1
@@ -62,13 +62,12 @@ async def test_new_data_triggers_a_retrain_only_after_the_interval(
     await drain()
     assert int(await redis.hget(redis_keys.NEW_DATA, org.org_id)) == 3
 
-    await _scheduled(settings, train_interval_s=3600)
+    await _schedule(settings, redis, org, train_interval_s=3600)
     assert not await _queued(redis, org), "retrained before the interval"
-    await _scheduled(settings, train_interval_s=0, train_min_new_events=10)
+    await _schedule(settings, redis, org, train_interval_s=0, train_min_new_events=10)
     assert not await _queued(redis, org), "retrained with fewer new events than required"
-    await _scheduled(settings, train_interval_s=0)
+    await _schedule(settings, redis, org, train_interval_s=0)
     assert await _queued(redis, org)
-    await _keep_only(redis, org)
     # Asking again while one is pending is coalesced into the same job.
     assert (await client.post("/v1/models/train", headers=org.sk)).json()["data"]["job_id"] == \
         redis_keys.train_job_id(org.org_id)
