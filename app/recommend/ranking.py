@@ -18,9 +18,13 @@ from app.settings import Settings
 
 @dataclass(frozen=True, eq=False)
 class Ranking:
-    """Candidate catalog indices with raw scores (higher is better), best-effort order."""
+    """Candidate catalog indices with raw scores (higher is better), in any order.
 
-    indices: np.ndarray  # int64 catalog indices
+    Each index appears at most once (strategies build them from dict keys or flatnonzero),
+    so the service never has to sort to de-duplicate.
+    """
+
+    indices: np.ndarray  # int64 catalog indices, unique
     scores: np.ndarray  # float64, same length
     reason: str
     # Per-candidate reason codes when one strategy mixes kinds of result (else `reason`).

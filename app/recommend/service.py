@@ -56,9 +56,6 @@ def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, l
         valid[valid] = allowed[idx[valid]] & ~taken[idx[valid]] & np.isfinite(raw[valid])
         idx, raw = idx[valid], raw[valid]
         labels = labels[valid] if labels is not None else None
-        idx, first = np.unique(idx, return_index=True)  # one entry per item
-        raw = raw[first]
-        labels = labels[first] if labels is not None else None
         if idx.size == 0:
             continue
         if position == 0:

@@ -43,17 +43,25 @@ def category_popular(ctx: RankContext) -> Ranking | None:
     return Ranking(base.indices[in_category], base.scores[in_category], "category_popular")
 
 
+# Traction only breaks ties: it may move an item by at most this many seconds of newness.
+_TRACTION_S = 1e-3
+
+
 def new_arrivals(ctx: RankContext) -> Ranking | None:
-    """Newest items by created_at; ties broken by early traction (popularity)."""
+    """Newest items by created_at; ties (e.g. one bulk load) broken by early traction (popularity).
+
+    No sort here: the service orders only the page it needs, so counting this fallback's
+    candidates stays linear for every request whose chain ends in it.
+    """
     catalog = ctx.catalog
     indices = np.flatnonzero(catalog.active & ~np.isnan(catalog.created_at))
     if indices.size == 0:
         return None
-    traction = np.zeros(indices.size)
+    created = catalog.created_at[indices]
+    newness = created - created.min()
+    span = float(newness.max())
     if ctx.models is not None:
         in_model = indices < ctx.n_model
-        traction[in_model] = ctx.models.popularity[indices[in_model]]
-    order = np.lexsort((indices, -traction, -catalog.created_at[indices]))
-    # Rank-based scores keep the order exact (created_at alone has ties, e.g. one bulk load).
-    scores = 1.0 - np.arange(indices.size) / (indices.size + 1)
-    return Ranking(indices[order], scores, "new_arrival")
+        newness[in_model] += _TRACTION_S * ctx.models.popularity[indices[in_model]]
+    scale = span + _TRACTION_S
+    return Ranking(indices, 0.05 + 0.95 * newness / scale, "new_arrival")
