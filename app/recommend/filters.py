@@ -8,6 +8,7 @@ version (see Catalog.column), so no per-item Python runs on the hot path.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from app.errors import ValidationFailed, field_error
 from app.recommend.catalog import Catalog, value_key
 
+_MASKS_KEPT = 128
 RANGE_OPERATORS = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}
 LIST_OPERATORS = {"contains"}
 OWN_FIELDS = {"item_type", "status"}
@@ -54,6 +56,21 @@ class Filters:
     @property
     def empty(self) -> bool:
         return not self.predicates and not self.exclude_item_ids
+
+    def cached_mask(self, catalog: Catalog, memo: dict[str, Any]) -> np.ndarray:
+        """mask(), remembered per catalog snapshot for the most recent distinct filters
+        (storefronts repeat the same few category/brand filters); treat it as read-only."""
+        cache: OrderedDict[tuple[Any, ...], np.ndarray] = memo.setdefault("filter-masks", OrderedDict())
+        key = (self.predicates, self.exclude_item_ids)
+        mask = cache.get(key)
+        if mask is None:
+            mask = self.mask(catalog)
+            cache[key] = mask
+            while len(cache) > _MASKS_KEPT:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        return mask
 
     def mask(self, catalog: Catalog) -> np.ndarray:
         """Items that satisfy every filter (True = keep)."""
@@ -142,6 +159,8 @@ def _predicate_mask(predicate: Any, catalog: Catalog) -> np.ndarray:
     column = catalog.column(predicate.key)
     if isinstance(predicate, _Equals):
         codes = [column.vocab[k] for k in predicate.values if k in column.vocab]
+        if len(codes) == 1:
+            return column.codes == codes[0]
         return np.isin(column.codes, codes) if codes else np.zeros(len(catalog), dtype=bool)
     if isinstance(predicate, _Range):
         keep = ~np.isnan(column.numbers)

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app import metrics
@@ -43,6 +43,8 @@ class OrgSnapshot:
     catalog: Catalog
     catalog_version: bytes | None
     catalog_loaded_at: float  # last full catalog load (unix s)
+    # Values derived from this snapshot by the strategies (RankContext.memo); fresh per snapshot.
+    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def model_version(self) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -18,14 +18,17 @@ from app.settings import Settings
 
 @dataclass(frozen=True, eq=False)
 class Ranking:
-    """Candidate catalog indices with raw scores (higher is better), in any order.
+    """Candidates with raw scores (higher is better), in one of two shapes:
 
-    Each index appears at most once (strategies build them from dict keys or flatnonzero),
-    so the service never has to sort to de-duplicate.
+    - sparse: `indices` (unique catalog indices, any order) and `scores` of the same length,
+      for strategies with a few hundred candidates (neighbour lists, recent activity);
+    - dense: `indices` is None and `scores[i]` is item i's score for catalog positions
+      0..len(scores)-1, -inf for "not a candidate" (model-wide scores, popularity vectors),
+      so the service filters and counts with whole-array mask operations.
     """
 
-    indices: np.ndarray  # int64 catalog indices, unique
-    scores: np.ndarray  # float64, same length
+    indices: np.ndarray | None  # int64 catalog indices, unique; None = dense
+    scores: np.ndarray  # float
     reason: str
     # Per-candidate reason codes when one strategy mixes kinds of result (else `reason`).
     reasons: np.ndarray | None = None
@@ -56,6 +59,16 @@ class RankContext:
     context_item_given: bool
     category: str | None  # filters.category, else the context item's category
     recent: Sequence[Activity] = field(default_factory=tuple)  # newest first, from Redis
+    # Per-snapshot memo for values every request would otherwise recompute (dense popularity
+    # vectors and the like); valid as long as models and catalog are the same objects.
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    def memoised(self, key: str, compute: Callable[[], Any]) -> Any:
+        value = self.memo.get(key)
+        if value is None:
+            value = compute()
+            self.memo[key] = value
+        return value
 
     @property
     def n_model(self) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.recommend.filters import Filters
-from app.recommend.ranking import RankContext
+from app.recommend.ranking import RankContext, Ranking
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, Strategy, fallback_chain
 
 _BAND_STEP = 0.95  # a fallback's best score is this fraction of the previous stage's last one
@@ -32,68 +32,110 @@ class Page:
 def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, limit: int) -> Page:
     catalog = ctx.catalog
     n = len(catalog)
-    allowed = catalog.active & filters.mask(catalog) if not filters.empty else catalog.active
-    taken = np.zeros(n, dtype=bool)
+    # Items still available to the answer: active, passing the filters, not listed yet.
+    if filters.empty:
+        available = catalog.active.copy()
+    else:
+        available = catalog.active & filters.cached_mask(catalog, ctx.memo)
     if ctx.context_item is not None and strategy.requires in (ITEM, ITEM_OR_CATEGORY):
-        taken[ctx.context_item] = True  # item-to-item answers never contain the item itself
-    need = page * limit
-    indices: list[int] = []
-    scores: list[float] = []
-    reasons: list[str] = []
+        available[ctx.context_item] = False  # item-to-item answers never contain the item itself
+    page_out = _PageBuilder(need=page * limit)
     total = 0
-    cap = 1.0
     mode = "fallback"
     for position, stage in enumerate(fallback_chain(strategy)):
         ranking = stage.rank(ctx)
         if ranking is None:
             continue
         if ranking.exclude is not None and position == 0:
-            excluded = ranking.exclude[(ranking.exclude >= 0) & (ranking.exclude < n)]
-            taken[excluded] = True
-        idx, raw = ranking.indices, ranking.scores
-        labels = ranking.reasons
-        valid = (idx >= 0) & (idx < n)
-        valid[valid] = allowed[idx[valid]] & ~taken[idx[valid]] & np.isfinite(raw[valid])
-        idx, raw = idx[valid], raw[valid]
-        labels = labels[valid] if labels is not None else None
-        if idx.size == 0:
-            continue
-        if position == 0:
+            available[ranking.exclude[(ranking.exclude >= 0) & (ranking.exclude < n)]] = False
+        if ranking.indices is None:
+            count = _dense_stage(ranking, available, page_out)
+        else:
+            count = _sparse_stage(ranking, available, page_out)
+        if count and position == 0:
             mode = ranking.mode or stage.mode
-        total += idx.size
-        taken[idx] = True
-        if len(indices) >= need:
-            continue
-        order = top_order(raw, idx, need - len(indices))
-        final = cap * normalise(raw)[order]
-        indices.extend(idx[order].tolist())
-        scores.extend(final.tolist())
-        reasons.extend(labels[order].tolist() if labels is not None else [ranking.reason] * order.size)
-        cap = float(final[-1]) * _BAND_STEP
+        total += count
     start = (page - 1) * limit
     return Page(
-        indices=indices[start:need],
-        scores=[round(min(max(s, 0.0), 1.0), 6) for s in scores[start:need]],
-        reasons=reasons[start:need],
+        indices=page_out.indices[start:],
+        scores=[round(min(max(s, 0.0), 1.0), 6) for s in page_out.scores[start:]],
+        reasons=page_out.reasons[start:],
         total_count=total,
         mode=mode,
     )
 
 
-def top_order(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k best by (score desc, catalog index asc): deterministic across pages."""
+class _PageBuilder:
+    """The answer so far: stages append their best candidates, each in a lower score band."""
+
+    def __init__(self, *, need: int) -> None:
+        self.need = need
+        self.indices: list[int] = []
+        self.scores: list[float] = []
+        self.reasons: list[str] = []
+        self.cap = 1.0
+
+    @property
+    def missing(self) -> int:
+        return self.need - len(self.indices)
+
+    def extend(self, indices: np.ndarray, normalised: np.ndarray, reasons: list[str]) -> None:
+        final = self.cap * normalised
+        self.indices.extend(indices.tolist())
+        self.scores.extend(final.tolist())
+        self.reasons.extend(reasons)
+        self.cap = float(final[-1]) * _BAND_STEP
+
+
+def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> int:
+    raw = ranking.scores[: len(available)]
+    m = len(raw)
+    ok = available[:m] & (raw > -np.inf)  # also drops NaN
+    count = int(np.count_nonzero(ok))
+    if count and out.missing > 0:
+        masked = np.where(ok, raw, -np.inf)
+        order = top_order(masked, None, min(out.missing, count))
+        high = float(masked[order[0]])
+        low = float(np.min(raw, where=ok, initial=np.inf))
+        out.extend(order, normalise(raw[order].astype(np.float64), high=high, low=low), [ranking.reason] * order.size)
+    available[:m] &= ~ok
+    return count
+
+
+def _sparse_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> int:
+    assert ranking.indices is not None
+    idx, raw = ranking.indices, ranking.scores
+    valid = (idx >= 0) & (idx < len(available))
+    valid[valid] = available[idx[valid]] & np.isfinite(raw[valid])
+    idx, raw = idx[valid], raw[valid]
+    if idx.size == 0:
+        return 0
+    if out.missing > 0:
+        order = top_order(raw, idx, out.missing)
+        labels = ranking.reasons[valid][order].tolist() if ranking.reasons is not None else [ranking.reason] * order.size
+        out.extend(idx[order], normalise(raw[order], high=float(raw.max()), low=float(raw.min())), labels)
+    available[idx] = False
+    return int(idx.size)
+
+
+def top_order(scores: np.ndarray, indices: np.ndarray | None, k: int) -> np.ndarray:
+    """Positions of the k best by (score desc, catalog index asc): deterministic across pages.
+
+    `indices` are the catalog indices of the positions (None: the position is the index).
+    """
     n = scores.size
+    keys = np.arange(n) if indices is None else indices
     if k >= n:
-        return np.lexsort((indices, -scores))
+        return np.lexsort((keys, -scores))
     part = np.argpartition(-scores, k - 1)[:k]
     threshold = scores[part].min()
     ties_in = np.flatnonzero(scores >= threshold)  # everything tied at the cut competes by index
-    return ties_in[np.lexsort((indices[ties_in], -scores[ties_in]))][:k]
+    return ties_in[np.lexsort((keys[ties_in], -scores[ties_in]))][:k]
 
 
-def normalise(scores: np.ndarray) -> np.ndarray:
-    """Into (0, 1]: by the maximum for non-negative scores, else min-max with a small floor."""
-    high, low = float(scores.max()), float(scores.min())
+def normalise(scores: np.ndarray, *, high: float, low: float) -> np.ndarray:
+    """Into (0, 1] given the stage's best and worst candidate: by the maximum for non-negative
+    scores, else min-max with a small floor (ALS dot products can be negative)."""
     if low >= 0 and high > 0:
         return scores / high
     if high > low:

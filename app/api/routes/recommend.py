@@ -69,6 +69,7 @@ async def recommend(org: PublishableOrg, body: JsonBody, state: State) -> Any:
         context_item_given=request.context_item_id is not None,
         category=category,
         recent=recent,
+        memo=snapshot.memo,
     )
     page = service.rank(strategy, ctx, filters, page=request.page, limit=request.limit)
 

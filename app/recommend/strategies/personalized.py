@@ -61,11 +61,8 @@ def personalized(ctx: RankContext) -> Ranking | None:
     scores = user_scores(ctx)
     if scores is None:
         return None
-    keep = np.ones(len(scores), dtype=bool)
-    bought = purchased_items(ctx)
-    keep[bought[bought < len(scores)]] = False
-    indices = np.flatnonzero(keep)
-    return Ranking(indices, scores[indices].astype(np.float64), "behavioral_match", exclude=bought)
+    # Bought items go through `exclude`: out of this answer, fallbacks included.
+    return Ranking(None, scores, "behavioral_match", exclude=purchased_items(ctx))
 
 
 def price_optimized(ctx: RankContext) -> Ranking | None:
@@ -76,14 +73,15 @@ def price_optimized(ctx: RankContext) -> Ranking | None:
     center, spread = _price_band(ctx)
     if center is None:
         return Ranking(base.indices, base.scores, "behavioral_match", mode="behavioral", exclude=base.exclude)
-    prices = ctx.models.item_price[base.indices].astype(np.float64)
+    prices = ctx.models.item_price.astype(np.float64)
     known = np.isfinite(prices) & (prices > 0)
     log_price = np.log(np.where(known, prices, 1.0))
     affinity = np.where(known, np.exp(-((log_price - center) ** 2) / (2 * spread**2)), 0.5)
     # Relative to the best match (not min-max): near-equal tastes stay near-equal, so price decides.
-    high = base.scores.max()
+    high = float(base.scores.max())
     taste = np.clip(base.scores, 0, None) / high if high > 0 else np.ones_like(base.scores)
-    return Ranking(base.indices, taste * (_PRICE_FLOOR + (1 - _PRICE_FLOOR) * affinity), "price_match", exclude=base.exclude)
+    scores = taste * (_PRICE_FLOOR + (1 - _PRICE_FLOOR) * affinity)
+    return Ranking(None, scores, "price_match", exclude=base.exclude)
 
 
 # How far out of band an item can fall: at worst it keeps this share of its taste score.

@@ -11,14 +11,23 @@ from app.recommend.catalog import value_key
 from app.recommend.ranking import RankContext, Ranking
 
 
+def _dense(ctx: RankContext, name: str) -> np.ndarray | None:
+    """The model's vector with non-candidates (no activity) at -inf; None when all are."""
+    models = ctx.models
+    if models is None:
+        return None
+
+    def build() -> np.ndarray | bool:
+        values = getattr(models, name).astype(np.float64)
+        return np.where(values > 0, values, -np.inf) if (values > 0).any() else False
+
+    dense = ctx.memoised(f"dense:{name}", build)
+    return dense if dense is not False else None
+
+
 def _vector(ctx: RankContext, name: str, *, reason: str) -> Ranking | None:
-    if ctx.models is None:
-        return None
-    values = getattr(ctx.models, name).astype(np.float64)
-    indices = np.flatnonzero(values > 0)
-    if indices.size == 0:
-        return None
-    return Ranking(indices, values[indices], reason)
+    dense = _dense(ctx, name)
+    return None if dense is None else Ranking(None, dense, reason)
 
 
 def trending(ctx: RankContext) -> Ranking | None:
@@ -30,17 +39,17 @@ def popular(ctx: RankContext) -> Ranking | None:
 
 
 def category_popular(ctx: RankContext) -> Ranking | None:
-    base = popular(ctx)
-    if base is None or ctx.category is None:
+    dense = _dense(ctx, "popularity")
+    if dense is None or ctx.category is None:
         return None
     column = ctx.catalog.column("category")
     code = column.vocab.get(value_key(ctx.category))  # type: ignore[arg-type]
     if code is None:
         return None
-    in_category = column.codes[base.indices] == code
-    if not in_category.any():
+    in_category = column.codes[: len(dense)] == code
+    if not (in_category & (dense > -np.inf)).any():
         return None
-    return Ranking(base.indices[in_category], base.scores[in_category], "category_popular")
+    return Ranking(None, np.where(in_category, dense, -np.inf), "category_popular")
 
 
 # Traction only breaks ties: it may move an item by at most this many seconds of newness.
@@ -53,15 +62,19 @@ def new_arrivals(ctx: RankContext) -> Ranking | None:
     No sort here: the service orders only the page it needs, so counting this fallback's
     candidates stays linear for every request whose chain ends in it.
     """
-    catalog = ctx.catalog
-    indices = np.flatnonzero(catalog.active & ~np.isnan(catalog.created_at))
-    if indices.size == 0:
-        return None
-    created = catalog.created_at[indices]
-    newness = created - created.min()
-    span = float(newness.max())
-    if ctx.models is not None:
-        in_model = indices < ctx.n_model
-        newness[in_model] += _TRACTION_S * ctx.models.popularity[indices[in_model]]
-    scale = span + _TRACTION_S
-    return Ranking(indices, 0.05 + 0.95 * newness / scale, "new_arrival")
+    catalog, models = ctx.catalog, ctx.models
+
+    def build() -> np.ndarray | bool:
+        dated = catalog.active & ~np.isnan(catalog.created_at)
+        if not dated.any():
+            return False
+        created = np.where(dated, catalog.created_at, np.nan)
+        newness = created - np.nanmin(created)
+        span = float(np.nanmax(newness))
+        if models is not None:
+            m = min(models.n_items, len(newness))
+            newness[:m] += _TRACTION_S * models.popularity[:m]
+        return np.where(dated, 0.05 + 0.95 * newness / (span + _TRACTION_S), -np.inf)
+
+    dense = ctx.memoised("dense:new-arrivals", build)
+    return None if dense is False else Ranking(None, dense, "new_arrival")
