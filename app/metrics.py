@@ -39,7 +39,10 @@ INGEST_ACCEPTED = Counter(
     "lehnz_ingest_records_accepted_total", "Records accepted (202) by this api process", ["kind"], registry=REGISTRY
 )
 INGEST_REJECTED = Counter(
-    "lehnz_ingest_requests_rejected_total", "Ingest requests refused, by status", ["kind", "status"], registry=REGISTRY
+    "lehnz_ingest_requests_rejected_total",
+    "Ingest requests refused because the queue was unreachable (503); other refusals: lehnz_http_requests_total",
+    ["kind", "status"],
+    registry=REGISTRY,
 )
 RATE_LIMITED = Counter(
     "lehnz_rate_limit_rejections_total", "Requests refused with 429", ["scope"], registry=REGISTRY

@@ -37,6 +37,8 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
         pipe.hdel(redis_keys.aliases(org_id), *ids)
         # Late events of these ids received before the request are dropped by the ingest job.
         pipe.hset(redis_keys.erased(org_id), mapping={uid: requested_at for uid in ids})
+        # The trained model still holds the user: the scheduler retrains at its next interval.
+        pipe.hincrby(redis_keys.NEW_DATA, org_id, max(1, deleted))
         await pipe.execute()
     log.info("erased user in org %s: %d events, %d ids", org_id, deleted, len(ids))
     return deleted
