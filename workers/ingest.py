@@ -14,7 +14,7 @@ from typing import Any
 
 from app import redis_keys
 from app.recommend import realtime
-from app.storage import catalog, events, identity
+from app.storage import bulk, catalog, events
 from workers.failures import handle_failure
 
 log = logging.getLogger("lehnz.worker.ingest")
@@ -63,25 +63,26 @@ async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[
         async with ctx["sessions"]() as session, session.begin():
             org_uuid = uuid.UUID(org_id)
             new_ids = await events.insert_events(session, org_uuid, records) if records else set()
-            stitches = [
-                stitch
-                for r in identifies
-                if (stitch := await identity.stitch(
-                    session, org_uuid, previous_id=r["previous_user_id"], user_id=r["user_id"]
-                ))
-                is not None
-            ]
+            # All of the job's identifies with one read and one write (alias -> canonical, set or
+            # changed). One stitch at a time rewrote a chain's rows once per link inside one
+            # transaction: a 1,000-link chain took minutes and its job never finished.
+            aliases = await bulk.stitch_all(
+                session, org_uuid, [(r["previous_user_id"], r["user_id"]) for r in identifies]
+            )
     except Exception as exc:
         await handle_failure(ctx, exc, function="ingest_events", kwargs=_kw(org_id, records), kind="events",
                              records=len(records))
         return 0
 
     # Postgres is committed; now the real-time state (idempotent, so safe to redo on a retry).
+    merged: dict[str, list[str]] = defaultdict(list)
+    for alias_id, canonical_id in aliases.items():
+        merged[canonical_id].append(alias_id)
     async with redis.pipeline(transaction=False) as pipe:
-        for stitch in stitches:
-            pipe.hset(redis_keys.aliases(org_id), mapping={alias: stitch.canonical_id for alias in stitch.alias_ids})
+        for canonical_id, alias_ids in merged.items():
+            pipe.hset(redis_keys.aliases(org_id), mapping=dict.fromkeys(alias_ids, canonical_id))
             realtime.merge_users(
-                pipe, org_id, into=stitch.canonical_id, sources=stitch.alias_ids, keep=settings.recent_activity_len
+                pipe, org_id, into=canonical_id, sources=alias_ids, keep=settings.recent_activity_len
             )
         await pipe.execute()
 

@@ -8,6 +8,7 @@ request is a few numpy mask operations.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,12 +171,26 @@ class Catalog:
         )
 
     def column(self, key: str) -> AttributeColumn:
-        """Built on first use per catalog version; a benign race may build it twice."""
+        """Built on first use per catalog version; a benign race may build it twice.
+
+        A key no item has (a filter a client made up) gets one shared empty column: made-up
+        keys must not each cost a pass over the catalog and a column kept for its lifetime.
+        """
         column = self._columns.get(key)
         if column is None:
+            if key not in self.attribute_keys:
+                return self._absent_column
             column = AttributeColumn.build(self.attributes, key)
             self._columns[key] = column
         return column
+
+    @functools.cached_property
+    def attribute_keys(self) -> frozenset[str]:
+        return frozenset(key for attributes in self.attributes if attributes for key in attributes)
+
+    @functools.cached_property
+    def _absent_column(self) -> AttributeColumn:
+        return AttributeColumn.build([None] * len(self), "")
 
     def lookup(self, item_id: str | None) -> int | None:
         if item_id is None:

@@ -7,7 +7,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+from app.schemas.validation import no_nul
+
+# No whitespace and no NUL (Postgres text cannot hold it: it would be a 500, not a 400).
+_EMAIL = re.compile(r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]{2,}$")
 
 
 def _email(value: str) -> str:
@@ -30,8 +33,8 @@ class RegisterIn(BaseModel):
     )
     email: Email
     password: Password
-    org_name: str = Field(min_length=1, max_length=200)
-    domain: str = Field(default="commerce", min_length=1, max_length=64)
+    org_name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
+    domain: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(no_nul)] = "commerce"
 
 
 class LoginIn(BaseModel):

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from app.schemas.validation import no_nul
+
+# Logged with every served recommendation (Postgres text): NUL is refused like on ingest.
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(no_nul)]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic would read `true` as 1; a boolean is never a page size (filters refuse it too).
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")  # noqa: TRY004 - pydantic reports ValueError
+    return value
+
+
+_Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+MAX_FILTERS = 32
 
 
 class RecommendIn(BaseModel):
@@ -20,11 +36,12 @@ class RecommendIn(BaseModel):
     )
 
     strategy: str | None = Field(default=None, max_length=64, description="one of the 14 strategies")
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
-    context_item_id: str | None = Field(default=None, min_length=1, max_length=256)
-    filters: dict[str, Any] | None = None
-    limit: int = Field(default=20, ge=1, le=100)
-    page: int = Field(default=1, ge=1, le=10_000)
+    user_id: _Id | None = None
+    context_item_id: _Id | None = None
+    # A storefront filters on a handful of attributes; every key costs a pass over the catalog.
+    filters: dict[str, Any] | None = Field(default=None, max_length=MAX_FILTERS)
+    limit: _Count = Field(default=20, ge=1, le=100)
+    page: _Count = Field(default=1, ge=1, le=10_000)
 
 
 class RecommendedItem(BaseModel):

@@ -12,6 +12,13 @@ from app.errors import FieldErrors, ValidationFailed, field_error
 M = TypeVar("M", bound=BaseModel)
 
 
+def no_nul(value: str) -> str:
+    """Postgres text cannot hold NUL: refuse it at the door (400), not in a worker or a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 @cache
 def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]

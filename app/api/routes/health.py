@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from app import metrics, redis_keys
 from app.api.deps import State
@@ -46,7 +46,13 @@ async def readyz(state: State) -> Any:
     return failure(503, "not ready", error=checks)
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    include_in_schema=True,
+    # Prometheus text exposition, not JSON: documented as such so clients and fuzzers agree.
+    response_class=PlainTextResponse,
+)
 async def prometheus_metrics(state: State) -> Response:
     await _collect_shared(state)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.api.deps import QueueDep, SecretOrg
 from app.api.envelope import ok
@@ -16,13 +17,29 @@ from app.schemas.envelope import Envelope
 router = APIRouter(prefix="/v1/users", tags=["operator"])
 
 
+class _AnyText(Convertor[str]):
+    """Starlette's `path` convertor with newlines too: every id the events endpoint accepts
+    (any character but NUL, `/` included) must be erasable."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any_text", _AnyText())
+
+
 class ErasureQueued(BaseModel):
     user_id: str = Field(examples=["user_42"])
     job_id: str
 
 
 @router.delete(
-    "/{user_id:path}",
+    "/{user_id:any_text}",
     status_code=202,
     response_model=Envelope[ErasureQueued],
     responses=error_responses(400, 401, 403, 429, 503),
