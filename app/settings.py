@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     )
     ease_lambda: float = _ML["ease_lambda"]
     pair_shrinkage: float = _ML["pair_shrinkage"]
+    pair_half_life_days: float = _ML["pair_half_life_days"]
+    pair_lift_weight: float = _ML["pair_lift_weight"]
     max_basket_items: int = _ML["max_basket_items"]
     trending_prior_events: float = _ML["trending_prior_events"]
     content_pair_budget: int = _ML["content_pair_budget"]
@@ -172,6 +174,8 @@ def train_params(settings: Settings, *, now: float) -> TrainParams:
         ease_max_items=settings.ease_max_items,
         ease_lambda=settings.ease_lambda,
         pair_shrinkage=settings.pair_shrinkage,
+        pair_half_life_days=settings.pair_half_life_days,
+        pair_lift_weight=settings.pair_lift_weight,
         max_basket_items=settings.max_basket_items,
         trending_prior_events=settings.trending_prior_events,
         content_pair_budget=settings.content_pair_budget,

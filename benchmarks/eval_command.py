@@ -1,10 +1,160 @@
-"""`lehnz eval` (being written)."""
+"""`lehnz eval`: offline recommendation quality on public datasets, published in docs/benchmarks.md.
+
+Only light imports here: the cli imports this module at start-up for every command. The
+harness (benchmarks/quality) and the server code it measures load inside the command.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks" / "quality.json"
+DOCS = REPO_ROOT / "docs" / "benchmarks.md"
+PROTOCOLS = ("movielens-gorse", "movielens-temporal", "retail-fbt", "retail-session", "tuning")
+# --quick: a slice of each dataset, small enough for the test suite (well under 30 s).
+QUICK_USERS = 150  # MovieLens user ids 1..150
+QUICK_RETAIL_FROM = "2011-09-01"  # two months of training invoices (one for tuning), same test period
+QUICK_INVOICES = 60
 
-def eval_command() -> None:
-    """(being written)"""
-    raise typer.Exit(code=2)
+
+def eval_command(
+    data_dir: Annotated[Path, typer.Option(help="the shared datasets folder (read in place)")] = DEFAULT_DATA,
+    only: Annotated[
+        str | None, typer.Option(help=f"comma-separated subset of: {', '.join(PROTOCOLS)}")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, help="folds of the Gorse protocol")] = 5,
+    session_invoices: Annotated[
+        int, typer.Option(min=1, help="test invoices sampled for the session_based protocol")
+    ] = 1000,
+    quick: Annotated[bool, typer.Option(help="smoke version on a small slice of each dataset")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help=f"JSON report (default {DEFAULT_OUT.relative_to(REPO_ROOT)}; "
+                                       "--quick writes none unless given)")
+    ] = None,
+    write_docs: Annotated[bool, typer.Option(help="rewrite the quality region of docs/benchmarks.md")] = False,
+) -> None:
+    """Measure recommendation quality (MovieLens 100K, UCI Online Retail) against baselines."""
+    from rich.console import Console
+
+    from benchmarks.quality import report
+    from benchmarks.quality.machine import describe
+
+    console = Console()
+    if not console.is_terminal:  # logs and CI: wide enough that method names are not cut
+        console = Console(width=140)
+    machine = describe()  # before the run: its load average is the other work on the machine
+    wanted = _parse_only(only)
+    if quick and write_docs:
+        raise typer.BadParameter("--quick numbers are a smoke test; they are never published", param_hint="--quick")
+    if not data_dir.is_dir():
+        raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="--data-dir")
+    started = time.perf_counter()
+    results = _run(data_dir, wanted, folds=folds, session_invoices=session_invoices, quick=quick, console=console)
+    options = {"--quick": quick, f"--only {only}": bool(only), f"--folds {folds}": folds != 5,
+               f"--session-invoices {session_invoices}": session_invoices != 1000, "--write-docs": write_docs}
+    target = out if out is not None else (None if quick else DEFAULT_OUT)
+    fresh = {
+        "command": " ".join(["lehnz eval", *(option for option, given in options.items() if given)]),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "complete": set(wanted) == set(PROTOCOLS) and not quick,
+        "quick": quick,
+        "protocols": {result["key"]: result for result in results},
+    }
+    merged = _merge(target, fresh)
+    for key in report.ORDER:
+        if key in fresh["protocols"]:
+            report.print_protocol(console, fresh["protocols"][key])
+    console.print(f"[bold]eval finished in {fresh['total_seconds']:.0f} s[/]")
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(merged, indent=1, sort_keys=False) + "\n")
+        console.print(f"wrote {target}")
+    if write_docs:
+        report.write_region(DOCS, report.markdown(merged))
+        console.print(f"updated the quality region of {DOCS}")
+
+
+def _parse_only(only: str | None) -> list[str]:
+    if not only:
+        return list(PROTOCOLS)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(PROTOCOLS))
+    if unknown:
+        raise typer.BadParameter(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}", param_hint="--only")
+    return [name for name in PROTOCOLS if name in names]
+
+
+def _run(
+    data_dir: Path, wanted: list[str], *, folds: int, session_invoices: int, quick: bool, console: Any
+) -> list[dict[str, Any]]:
+    from benchmarks.quality.datasets import load_movielens, load_online_retail, unix
+    from benchmarks.quality.protocols import movielens, retail, tuning
+    from benchmarks.quality.serving import default_settings
+
+    settings = default_settings()
+    results = []
+    ratings = lines = None
+    if {"movielens-gorse", "movielens-temporal", "tuning"} & set(wanted):
+        ratings = load_movielens(data_dir)
+        if quick:
+            ratings = ratings.subset(ratings.users <= QUICK_USERS)
+    if {"retail-fbt", "retail-session", "tuning"} & set(wanted):
+        lines = load_online_retail(data_dir)
+    if quick and lines is not None:
+        lines = lines.subset(lines.timestamps >= unix(QUICK_RETAIL_FROM))
+    invoices = QUICK_INVOICES if quick else session_invoices
+    world: retail.RetailWorld | None = None
+    for name in wanted:
+        console.print(f"[dim]running {name}...[/]")
+        if name == "movielens-gorse":
+            assert ratings is not None
+            result = movielens.gorse_protocol(ratings, settings, folds=2 if quick else folds)
+        elif name == "movielens-temporal":
+            assert ratings is not None
+            result = movielens.temporal_protocol(ratings, settings)
+        elif name in ("retail-fbt", "retail-session"):
+            assert lines is not None
+            if world is None:  # both retail protocols share one training run
+                world = retail.retail_world(lines, settings, train_before=retail.TEST_FROM)
+            if name == "retail-fbt":
+                result = retail.fbt_protocol(world, max_invoices=QUICK_INVOICES * 4 if quick else None)
+            else:
+                result = retail.session_protocol(world, max_invoices=invoices)
+        else:
+            assert ratings is not None
+            result = tuning.tuning_protocol(
+                ratings, lines, settings, quick=quick, progress=lambda line: console.print(f"[dim]  {line}[/]")
+            )
+        results.append(_plain(result.to_json()))
+    return results
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python numbers, recursively, so the report is plain JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def _merge(target: Path | None, fresh: dict[str, Any]) -> dict[str, Any]:
+    """A partial run replaces its protocols inside the last report; a full run replaces it all."""
+    if fresh["complete"] or target is None or not target.exists():
+        return fresh
+    previous = json.loads(target.read_text())
+    if previous.get("quick") != fresh["quick"]:
+        return fresh
+    return {**fresh, "complete": False, "protocols": {**previous.get("protocols", {}), **fresh["protocols"]}}

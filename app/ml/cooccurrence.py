@@ -2,16 +2,22 @@
 
 A basket is an order (co-purchase) or a session (co-engagement). With B the baskets x items
 incidence matrix, B^T B holds every pair's co-count n_ab; n_a is the number of baskets with a,
-N the number of baskets. The pair score is the shrunk "added value" of b given a:
+N the number of baskets. Each basket counts 0.5 ** (age / pair_half_life): what sells together
+follows the season (Christmas lights go with wrapping paper in November), so on Online Retail
+recency-weighted counts find more of a basket than all-time counts (docs/benchmarks.md).
+The pair score, with w = TrainParams.pair_lift_weight:
 
     conf = n_ab / (n_a + s)                      P(b | a), shrunk toward 0
     lift = (n_ab + s) / (n_a * n_b / N + s)      observed / expected, shrunk toward 1
-    score = conf * (1 - 1 / lift)   (0 if lift <= 1)
+    score = conf * (1 - w / lift)   (0 if lift <= 1)
 
-conf * (1 - 1/lift) is P(b|a) - P(b) for unshrunk values: how much more likely b becomes when
-a is in the basket. Something in every basket (bananas) gets lift ~1 and scores ~0 however
-high its raw count; two rare items seen together once score ~0.03 (s = 5) against ~0.5 for a
-pair seen together in most of their baskets. Scores lie in [0, 1).
+w = 1 gives conf * (1 - 1/lift), which is P(b|a) - P(b) for unshrunk values: how much more
+likely b becomes when a is in the basket. A small w ranks mainly by P(b|a), what a shopper
+who takes a most often takes too, which finds far more of the real basket, while pairs that a
+does not make more likely (lift <= 1) are dropped and, at equal P(b|a), the stronger
+association still wins (B over bananas when both are always bought with A). Two rare items
+seen together once score ~0.15 (s = 5, w = 0.1) against ~0.67 for a pair seen together in
+every one of its 12 baskets. Scores lie in [0, 1).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from app.ml.interactions import EncodedLog
-from app.ml.topk import pairwise_top_k_multi, top_k_per_row
+from app.ml.topk import pairwise_top_k, pairwise_top_k_multi, top_k_per_row
 
 
 def factorize(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -58,16 +64,26 @@ def assign_sessions(
 
 
 def basket_incidence(
-    baskets: np.ndarray, items: np.ndarray, n_items: int, max_items: int
+    baskets: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    max_items: int,
+    weights: np.ndarray | None = None,
 ) -> csr_matrix:
-    """baskets x items 0/1 matrix; baskets with more than max_items distinct items dropped."""
+    """baskets x items matrix whose row holds its basket's weight on every item of it: 1.0, or
+    with per-event `weights` the largest of its events' (its newest event's decay). Baskets
+    with more than max_items distinct items are dropped."""
     _, basket_rows = np.unique(baskets, return_inverse=True)
     n_baskets = int(basket_rows.max()) + 1 if basket_rows.size else 0
     incidence = csr_matrix(
         (np.ones(len(items)), (basket_rows, items)), shape=(n_baskets, n_items)
     )
-    incidence.data[:] = 1.0  # an item twice in one basket is still one co-occurrence
     sizes = np.diff(incidence.indptr)
+    incidence.data[:] = 1.0  # an item twice in one basket is still one co-occurrence
+    if weights is not None:
+        basket_weight = np.zeros(n_baskets)
+        np.maximum.at(basket_weight, basket_rows, np.asarray(weights, dtype=np.float64))
+        incidence.data = np.repeat(basket_weight, sizes)
     return csr_matrix(incidence[sizes <= max_items])
 
 
@@ -76,31 +92,43 @@ def pair_scores(
     *,
     k: int,
     shrinkage: float,
+    lift_weight: float,
     allowed_neighbours: np.ndarray | None = None,
     with_counts: bool = False,
 ) -> tuple[csr_matrix, csr_matrix | None]:
     """(scored top-k, raw co-count top-k or None), items x items float32, never i -> i.
 
-    The raw co-count table is the naive "bought together N times" baseline for evaluation.
+    incidence comes from basket_incidence (rows hold basket weights). The raw co-count table
+    ignores the weights: it is the naive "bought together N times" baseline for evaluation.
     """
-    n_baskets = float(incidence.shape[0])
+    # Every stored value of a row is its basket's weight, so the row maximum is that weight.
+    n_baskets = float(incidence.max(axis=1).sum()) if incidence.nnz else 0.0
     basket_count = np.asarray(incidence.sum(axis=0)).ravel()
     # Single-item baskets count towards n_a and N but can form no pair: skip them in B^T B.
     paired = csr_matrix(incidence[np.diff(incidence.indptr) >= 2])
-    item_baskets = paired.T.tocsr()
+    pattern = csr_matrix(paired, copy=True)
+    pattern.data[:] = 1.0
+    item_baskets = paired.T.tocsr()  # weighted on this side only: (B^T W) B sums basket weights
 
     def added_value(rows: np.ndarray, cols: np.ndarray, together: np.ndarray) -> np.ndarray:
         n_a, n_b = basket_count[rows], basket_count[cols]
         confidence = together / (n_a + shrinkage)
         lift = (together + shrinkage) / (n_a * n_b / n_baskets + shrinkage)
-        return np.maximum(confidence * (1.0 - 1.0 / lift), 0.0)
+        return np.where(lift > 1.0, confidence * np.maximum(1.0 - lift_weight / lift, 0.0), 0.0)
 
     def raw_count(rows: np.ndarray, cols: np.ndarray, together: np.ndarray) -> np.ndarray:
         return together
 
-    scorers = [added_value, raw_count] if with_counts else [added_value]
-    tables = pairwise_top_k_multi(item_baskets, paired, k, scorers, allowed_columns=allowed_neighbours)
-    return tables[0], (tables[1] if with_counts else None)
+    if not with_counts:
+        return pairwise_top_k(item_baskets, pattern, k, added_value, allowed_columns=allowed_neighbours), None
+    if np.all(paired.data == 1.0):  # unweighted: one product serves both tables
+        scored, counts = pairwise_top_k_multi(
+            item_baskets, pattern, k, [added_value, raw_count], allowed_columns=allowed_neighbours
+        )
+        return scored, counts
+    scored = pairwise_top_k(item_baskets, pattern, k, added_value, allowed_columns=allowed_neighbours)
+    counts = pairwise_top_k(pattern.T.tocsr(), pattern, k, raw_count, allowed_columns=allowed_neighbours)
+    return scored, counts
 
 
 def purchase_baskets(encoded: EncodedLog, sessions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

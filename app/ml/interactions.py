@@ -128,20 +128,29 @@ class TrainParams:
     """Every tunable of a training run; the worker fills it from Settings."""
 
     now: float  # "current time" for decay (unix s); tests pass a fixed value
-    factors: int = 64
-    iterations: int = 15
-    regularization: float = 0.05
-    alpha: float = 2.0  # ALS confidence = 1 + alpha * decayed weight (Hu, Koren, Volinsky 2008)
+    # ALS, EASE, pair and K values were chosen by `lehnz eval --only tuning` (validation splits
+    # of MovieLens 100K and Online Retail; grid and scores in docs/benchmarks.md).
+    factors: int = 32
+    iterations: int = 30
+    regularization: float = 10.0
+    alpha: float = 0.5  # ALS confidence = 1 + alpha * decayed weight (Hu, Koren, Volinsky 2008)
     decay_half_life_days: float = 30.0
     trending_half_life_hours: float = 24.0
     session_gap_minutes: float = 30.0
     knn_neighbours: int = 50
-    ease_max_items: int = 0  # use EASE for personalized when n_items <= this (0 = never)
-    ease_lambda: float = 250.0
+    # Use EASE for personalized when n_items <= this (0 = never). B is dense items^2 float32:
+    # 2,000 items = 16 MB per org (64 cached orgs <= 1 GB per api process), ~100 MB and 1-2 s
+    # to fit; EASE beat ALS on MovieLens validation (1,682 items).
+    ease_max_items: int = 2000
+    ease_lambda: float = 400.0
     seed: int = 42
     # Pseudo-counts pulling pair statistics (confidence, lift, kNN support) toward "no evidence",
     # so one co-occurrence of two rare items cannot outrank a pair seen many times.
     pair_shrinkage: float = 5.0
+    # Baskets and sessions count 0.5 ** (age / this) in the pair tables (see cooccurrence.py).
+    pair_half_life_days: float = 120.0
+    # Pair score = confidence * (1 - w / lift): 1 = pure "added value", towards 0 = confidence.
+    pair_lift_weight: float = 0.1
     # Sessions/orders with more distinct items than this are skipped for pair counting: they
     # are mostly crawlers or bulk orders, and their pairs grow quadratically.
     max_basket_items: int = 100
@@ -155,11 +164,11 @@ class TrainParams:
     def __post_init__(self) -> None:
         positive = (
             "factors", "decay_half_life_days", "trending_half_life_hours", "trending_prior_events",
-            "ease_lambda",
+            "ease_lambda", "pair_half_life_days",
         )
         non_negative = (
             "iterations", "regularization", "alpha", "session_gap_minutes",
-            "knn_neighbours", "ease_max_items", "pair_shrinkage",
+            "knn_neighbours", "ease_max_items", "pair_shrinkage", "pair_lift_weight",
         )
         for name in positive:
             if not getattr(self, name) > 0:
@@ -173,6 +182,10 @@ class TrainParams:
     @property
     def decay_half_life_s(self) -> float:
         return self.decay_half_life_days * SECONDS_PER_DAY
+
+    @property
+    def pair_half_life_s(self) -> float:
+        return self.pair_half_life_days * SECONDS_PER_DAY
 
     @property
     def trending_half_life_s(self) -> float:

@@ -17,6 +17,7 @@ from app.ml.interactions import (
     CatalogSnapshot,
     InteractionLog,
     TrainParams,
+    decay,
     decayed_matrix,
     encode_log,
     item_universe,
@@ -74,17 +75,21 @@ def _build(
         encoded = encode_log(log, item_ids, user_universe(log))
         user_items = decayed_matrix(encoded, params)
         allowed = _recommendable(catalog, item_ids)
+    use_ease = 0 < len(item_ids) <= params.ease_max_items
     with clock.part("als"):
-        user_factors, item_factors = fit_als(
-            user_items,
-            factors=params.factors,
-            iterations=params.iterations,
-            regularization=params.regularization,
-            alpha=params.alpha,
-            seed=params.seed,
-        )
+        if use_ease:  # personalized is served by EASE: factors nobody reads are not fitted
+            user_factors = np.zeros((encoded.n_users, 0), np.float32)
+            item_factors = np.zeros((len(item_ids), 0), np.float32)
+        else:
+            user_factors, item_factors = fit_als(
+                user_items,
+                factors=params.factors,
+                iterations=params.iterations,
+                regularization=params.regularization,
+                alpha=params.alpha,
+                seed=params.seed,
+            )
     with clock.part("ease"):
-        use_ease = 0 < len(item_ids) <= params.ease_max_items
         ease_b = fit_ease(user_items, params.ease_lambda) if use_ease else np.zeros((0, 0), np.float32)
     with clock.part("knn"):
         item_neighbors = item_knn(
@@ -98,11 +103,15 @@ def _build(
         events = encoded.log
         sessions = assign_sessions(encoded.users, events.timestamps, events.session_ids, params.session_gap_s)
     with clock.part("copurchase"):
+        recency = decay(events.timestamps, params.now, params.pair_half_life_s)
         keys, bought = purchase_baskets(encoded, sessions)
         copurchase, copurchase_counts = pair_scores(
-            basket_incidence(keys, bought, len(item_ids), params.max_basket_items),
+            basket_incidence(
+                keys, bought, len(item_ids), params.max_basket_items, weights=recency[events.is_purchase]
+            ),
             k=k,
             shrinkage=params.pair_shrinkage,
+            lift_weight=params.pair_lift_weight,
             allowed_neighbours=allowed,
             with_counts=True,
         )
@@ -110,10 +119,12 @@ def _build(
         engaged = events.weights > 0
         coengagement, _ = pair_scores(
             basket_incidence(
-                sessions[engaged], encoded.items[engaged], len(item_ids), params.max_basket_items
+                sessions[engaged], encoded.items[engaged], len(item_ids), params.max_basket_items,
+                weights=recency[engaged],
             ),
             k=k,
             shrinkage=params.pair_shrinkage,
+            lift_weight=params.pair_lift_weight,
             allowed_neighbours=allowed,
         )
     with clock.part("transitions"):

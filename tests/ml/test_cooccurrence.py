@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from tests.ml.conftest import DAY, HOUR, NOW
@@ -10,7 +12,7 @@ from app.ml.cooccurrence import (
     purchase_baskets,
     transitions,
 )
-from app.ml.interactions import encode_log, item_universe, user_universe, CatalogSnapshot
+from app.ml.interactions import encode_log, item_universe, user_universe, CatalogSnapshot, decay
 
 GAP = 30 * 60.0
 
@@ -72,7 +74,8 @@ def tables(encoded, params, k=10):
                                params.session_gap_s)
     keys, items = purchase_baskets(encoded, sessions)
     incidence = basket_incidence(keys, items, encoded.n_items, params.max_basket_items)
-    return pair_scores(incidence, k=k, shrinkage=params.pair_shrinkage, with_counts=True)
+    return pair_scores(incidence, k=k, shrinkage=params.pair_shrinkage, lift_weight=params.pair_lift_weight,
+                       with_counts=True)
 
 
 def test_items_always_bought_together_rank_first_for_each_other(events, params):
@@ -137,7 +140,8 @@ def test_co_engagement_pairs_items_viewed_in_the_same_sessions(events, params):
     sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.session_ids, GAP)
     engaged = encoded.log.weights > 0
     scored, counts = pair_scores(
-        basket_incidence(sessions[engaged], encoded.items[engaged], encoded.n_items, 100), k=5, shrinkage=5.0
+        basket_incidence(sessions[engaged], encoded.items[engaged], encoded.n_items, 100), k=5, shrinkage=5.0,
+        lift_weight=params.pair_lift_weight,
     )
     found = row_of(scored, encoded.item_ids, "show")
     assert max(found, key=found.get) == "sequel" and "dropped" not in found
@@ -160,3 +164,51 @@ def test_transitions_follow_the_next_distinct_item_within_a_session(events, para
     assert row_of(table, encoded.item_ids, "C") == pytest.approx({"A": 1.0}), "u1 came back to A"
     assert row_of(table, encoded.item_ids, "D") == {} and row_of(table, encoded.item_ids, "E") == {}
     assert table.diagonal().sum() == 0
+
+
+def test_recent_baskets_outweigh_old_ones_but_raw_counts_ignore_age(events, params):
+    """Lamp went with shade a year ago and with bulb this month, equally often."""
+    for n in range(6):
+        events.add(f"old{n}", "lamp", "purchase", t=NOW - 365 * DAY - n * HOUR, order=f"o{n}")
+        events.add(f"old{n}", "shade", "purchase", t=NOW - 365 * DAY - n * HOUR, order=f"o{n}")
+        events.add(f"new{n}", "lamp", "purchase", t=NOW - 10 * DAY - n * HOUR, order=f"n{n}")
+        events.add(f"new{n}", "bulb", "purchase", t=NOW - 10 * DAY - n * HOUR, order=f"n{n}")
+    for n in range(30):  # the rest of the shop
+        events.add(f"w{n}", f"x{n}", "purchase", t=NOW - n * DAY, order=f"w{n}")
+        events.add(f"w{n}", f"y{n}", "purchase", t=NOW - n * DAY, order=f"w{n}")
+    encoded = encoded_of(events.log())
+    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.session_ids, GAP)
+    keys, items = purchase_baskets(encoded, sessions)
+    recency = decay(encoded.log.timestamps[encoded.log.is_purchase], NOW, params.pair_half_life_s)
+    incidence = basket_incidence(keys, items, encoded.n_items, params.max_basket_items, weights=recency)
+    scored, counts = pair_scores(incidence, k=5, shrinkage=params.pair_shrinkage,
+                                 lift_weight=params.pair_lift_weight, with_counts=True)
+    found = row_of(scored, encoded.item_ids, "lamp")
+    assert found["bulb"] > found["shade"] > 0
+    assert row_of(counts, encoded.item_ids, "lamp") == {"shade": 6.0, "bulb": 6.0}
+
+
+def test_lift_weight_one_is_the_added_value_and_small_weights_follow_confidence(events, params):
+    """A's 12 baskets hold B 10 times and C 6 times; B also sells in 40 other baskets, C never."""
+    for n in range(12):
+        for item in ["A"] + (["B"] if n < 10 else []) + (["C"] if n < 6 else []):
+            events.add(f"u{n}", item, "purchase", order=f"o{n}")
+    for n in range(40):
+        events.add(f"v{n}", "B", "purchase", order=f"p{n}").add(f"v{n}", f"z{n}", "purchase", order=f"p{n}")
+        events.add(f"w{n}", f"x{n}", "purchase", order=f"q{n}").add(f"w{n}", f"y{n}", "purchase", order=f"q{n}")
+    encoded = encoded_of(events.log())
+    added, _ = tables(encoded, replace(params, pair_lift_weight=1.0))
+    mostly_confidence, _ = tables(encoded, replace(params, pair_lift_weight=0.1))
+    total, s = 92.0, params.pair_shrinkage
+
+    def expected(n_ab: float, n_b: float, w: float) -> float:
+        lift = (n_ab + s) / (12.0 * n_b / total + s)
+        return n_ab / (12.0 + s) * (1 - w / lift)
+
+    a_added = row_of(added, encoded.item_ids, "A")
+    assert a_added["B"] == pytest.approx(expected(10, 50, 1.0), rel=1e-5)
+    assert a_added["C"] == pytest.approx(expected(6, 6, 1.0), rel=1e-5)
+    assert a_added["C"] > a_added["B"], "added value: C is what A makes likely, B sells anyway"
+    a_conf = row_of(mostly_confidence, encoded.item_ids, "A")
+    assert a_conf["B"] == pytest.approx(expected(10, 50, 0.1), rel=1e-5)
+    assert list(a_conf) == ["B", "C"], "a small weight ranks by P(b | a)"

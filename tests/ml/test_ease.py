@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from scipy.sparse import csr_matrix
 
 from app.ml.ease import ease_scores, fit_ease
@@ -30,3 +31,21 @@ def test_ease_scores_agree_for_a_sparse_row_and_a_dense_vector():
 
 def test_ease_without_items_is_empty():
     assert fit_ease(csr_matrix((3, 0), dtype=np.float32), 10.0).shape == (0, 0)
+
+
+def test_an_old_interaction_still_counts_as_a_full_yes():
+    """Decay shrinks a weight towards 0; EASE's input keeps it at presence 1 plus a bonus."""
+    from app.ml.ease import presence
+
+    values = presence(np.array([0.0, 1e-4, 1.0, 10.0, -2.0]))
+    assert values[0] == 0.0 and values[4] == 0.0
+    assert values[1] == pytest.approx(1.0, abs=1e-3)
+    assert values[2] == pytest.approx(1 + np.log(2)) and values[3] > values[2]
+
+
+def test_ease_scores_touch_only_the_users_items():
+    b = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.fill_diagonal(b, 0)
+    scores = ease_scores(b, np.array([0.0, 1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(scores, (1 + np.log(2)) * b[1])
+    assert not ease_scores(b, np.zeros(4)).any()

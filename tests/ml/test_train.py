@@ -74,7 +74,7 @@ def assert_consistent(models, params):
 
 def test_a_synthetic_20k_event_world_trains_into_consistent_parts():
     log, catalog = synthetic_world()
-    params = TrainParams(now=NOW, factors=16, iterations=8, knn_neighbours=20)
+    params = TrainParams(now=NOW, factors=16, iterations=8, knn_neighbours=20, ease_max_items=0)
     models, timings = train_org_models(log, catalog, params, version="v1")
     assert_consistent(models, params)
     assert models.n_interactions == len(log) and models.n_items == 600

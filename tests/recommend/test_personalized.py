@@ -64,13 +64,15 @@ async def test_purchased_items_are_excluded(client: Any, org: OrgKeys, drain: An
 async def test_price_optimized_prefers_the_users_price_band(
     client: Any, org: OrgKeys, drain: Any, world: Any
 ) -> None:
-    prices = {f"p{k}": 10.0 * (k + 1) for k in range(10)}  # 10 .. 100
+    # Prices 10 .. 100 in an order unrelated to the ids, so no tie-break by id can fake the answer.
+    prices = {f"p{k}": 10.0 * ((7 * k + 3) % 10 + 1) for k in range(10)}
+    cheapest = sorted(prices, key=prices.get)[:2]
     items = [item(i, attributes={"category": "x", "price": p}) for i, p in prices.items()]
     events = []
     for u in range(10):  # everyone views everything: taste is flat, price decides
         events += [event(f"u{u}", "view", i) for i in prices]
-    events += [event("thrifty", "purchase", i, context={"price": prices[i]}) for i in ("p0", "p1")]
-    events += [event("thrifty", "view", i) for i in prices if i not in ("p0", "p1")]
+    events += [event("thrifty", "purchase", i, context={"price": prices[i]}) for i in cheapest]
+    events += [event("thrifty", "view", i) for i in prices if i not in cheapest]
     await world(client, org, drain, items=items, events=events)
     data = await recommend(client, org, strategy="price-optimized", user_id="thrifty", limit=3)
     assert data["results"][0]["reason"] == "price_match"

@@ -1,0 +1,103 @@
+""""Rank every item not in the user's training set": the MovieLens protocols' common core.
+
+Candidates for a user are all model items (the whole MovieLens catalog, including movies
+nobody rated in training) minus the items of that user's training rows. Targets are the
+user's test items. Users without a test item, or unknown to the model, are not queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from benchmarks.quality.metrics import MetricMeans, coverage
+
+# model user row -> scores over every model item (higher is better)
+Scorer = Callable[[int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class UserQueries:
+    rows: list[int]  # model user rows that have targets
+    seen: list[np.ndarray]  # per query: model item indices of its training rows
+    targets: list[frozenset[int]]  # per query: model item indices to find
+    n_items: int
+
+
+def user_queries(
+    user_index: dict[str, int],
+    item_index: dict[str, int],
+    *,
+    train: tuple[Sequence[str], Sequence[str]],
+    test: tuple[Sequence[str], Sequence[str]],
+) -> UserQueries:
+    """(users, items) id columns of the training and test rows -> one query per test user."""
+    seen: dict[int, set[int]] = {}
+    for user, item in zip(*train):
+        seen.setdefault(user_index[user], set()).add(item_index[item])
+    wanted: dict[int, set[int]] = {}
+    for user, item in zip(*test):
+        row = user_index.get(user)
+        column = item_index.get(item)
+        if row is None or column is None or column in seen.get(row, ()):
+            continue
+        wanted.setdefault(row, set()).add(column)
+    rows = sorted(wanted)
+    return UserQueries(
+        rows=rows,
+        seen=[np.fromiter(seen.get(r, ()), dtype=np.int64) for r in rows],
+        targets=[frozenset(wanted[r]) for r in rows],
+        n_items=len(item_index),
+    )
+
+
+def top_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> list[int]:
+    """The k best items by (score desc, index asc), never a seen one and never a -inf score."""
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    scores[seen] = -np.inf
+    scores[np.isnan(scores)] = -np.inf
+    k = min(k, int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return []
+    part = np.argpartition(-scores, k - 1)[:k]
+    threshold = scores[part].min()
+    tied = np.flatnonzero(scores >= threshold)  # everything tied at the cut competes by index
+    return tied[np.lexsort((tied, -scores[tied]))][:k].tolist()
+
+
+def evaluate(
+    queries: UserQueries, scorer: Scorer, wanted: Sequence[tuple[str, int]], *, coverage_k: int | None = None
+) -> tuple[dict[str, float], MetricMeans]:
+    """(mean metrics, per-query values) over the queries; the means include coverage@coverage_k
+    of the top lists when asked."""
+    means = MetricMeans(wanted)
+    depth = max([k for _, k in wanted] + [coverage_k or 0])
+    lists = []
+    for row, seen, targets in zip(queries.rows, queries.seen, queries.targets):
+        ranked = top_unseen(scorer(row), seen, depth)
+        means.add(ranked, targets)
+        if coverage_k:
+            lists.append(ranked[:coverage_k])
+    out = means.means()
+    if coverage_k:
+        out[f"coverage@{coverage_k}"] = coverage(lists, queries.n_items)
+    return out, means
+
+
+def matrix_scorer(scores: np.ndarray) -> Scorer:
+    """Scorer over a precomputed users x items score matrix (dense)."""
+    return lambda row: scores[row]
+
+
+def binary_matrix(
+    user_index: dict[str, int], item_index: dict[str, int], users: Sequence[str], items: Sequence[str]
+) -> csr_matrix:
+    """users x items 0/1 float32 in the model's index space: the input of the textbook baselines."""
+    rows = np.fromiter((user_index[u] for u in users), dtype=np.int64, count=len(users))
+    cols = np.fromiter((item_index[i] for i in items), dtype=np.int64, count=len(items))
+    matrix = csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(user_index), len(item_index)))
+    matrix.data[:] = 1.0
+    return matrix

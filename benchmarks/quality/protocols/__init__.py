@@ -1,0 +1,1 @@
+"""One module per dataset family; each protocol returns a ProtocolResult."""
