@@ -60,19 +60,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.served_log = ServedLog(state.queue)
         state.limiter = RateLimiter(redis, settings)
         app.state.lehnz = state
+        stopping = asyncio.Event()
         tasks = [
-            asyncio.create_task(SyncLoop(state).run(), name="lehnz-sync"),
-            asyncio.create_task(state.served_log.run(), name="lehnz-served-log"),
+            asyncio.create_task(SyncLoop(state).run(stopping), name="lehnz-sync"),
+            asyncio.create_task(state.served_log.run(stopping), name="lehnz-served-log"),
             asyncio.create_task(_preload(state), name="lehnz-preload"),
         ]
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            stopping.set()
+            await _stop(tasks)
             state.models.close()
             # Bounded: a stuck connection must not keep the process from exiting.
             for step in (state.served_log.flush(), redis.aclose(), engine.dispose()):
@@ -126,3 +124,20 @@ async def _preload(state: AppState) -> None:
         return
     assert state.models is not None
     await state.models.preload(org_ids)
+
+
+async def _stop(tasks: list[asyncio.Task[None]], *, timeout_s: float = 3.0) -> None:
+    """Cancel background loops and wait for them, boundedly.
+
+    The loops also watch the `stopping` event: a cancellation can be lost inside a library
+    (asyncio.wait_for in Python 3.11 may swallow one that races a completing call), and a
+    lost one must not keep the process from shutting down.
+    """
+    for task in tasks:
+        task.cancel()
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task %s ended with %r", task.get_name(), task.exception())
+    for task in pending:
+        log.warning("background task %s did not stop in %.0f s", task.get_name(), timeout_s)

@@ -24,6 +24,28 @@ from app.settings import Settings  # noqa: E402
 from tests.factories import OrgKeys, create_org  # noqa: E402
 
 
+def _dump_asyncio_tasks(signum: int, frame: object) -> None:
+    """`kill -USR1 <pytest pid>` while a test hangs: every asyncio task's stack, written to
+    /tmp/lehnz-tasks-<pid>.txt (pytest captures stderr)."""
+    loop = asyncio.events._get_running_loop()
+    with open(f"/tmp/lehnz-tasks-{os.getpid()}.txt", "w") as out:
+        if loop is None:
+            out.write("no running event loop\n")
+            return
+        for task in asyncio.all_tasks(loop):
+            out.write(f"--- {task!r}\n")
+            task.print_stack(file=out)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _diagnose_hangs() -> Iterator[None]:
+    import signal
+
+    previous = signal.signal(signal.SIGUSR1, _dump_asyncio_tasks)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="lehnz-test-"))
@@ -92,7 +114,7 @@ async def db(settings: Settings) -> AsyncIterator[Any]:
 
     engine = create_engine(settings.database_url or "", pool_size=2)
     yield create_session_factory(engine)
-    await engine.dispose()
+    await asyncio.wait_for(engine.dispose(), timeout=10)
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -101,7 +123,7 @@ async def redis(settings: Settings) -> AsyncIterator[Any]:
 
     client = create_redis(settings.redis_url or "")
     yield client
-    await client.aclose()
+    await asyncio.wait_for(client.aclose(), timeout=10)
 
 
 @pytest_asyncio.fixture

@@ -7,6 +7,7 @@ and sturdier than pub/sub: nothing is missed across a Redis restart or a reconne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from app import redis_keys
@@ -20,8 +21,8 @@ class SyncLoop:
         self.state = state
         self._was_healthy = True
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -31,7 +32,8 @@ class SyncLoop:
                 if self._was_healthy:
                     log.warning("sync loop cannot reach Redis (%s); caches degrade to short TTLs", type(exc).__name__)
                 self._was_healthy = False
-            await asyncio.sleep(self.state.settings.sync_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=self.state.settings.sync_interval_s)
 
     async def tick(self) -> None:
         models = self.state.models

@@ -34,9 +34,10 @@ class ServedLog:
             self._dropped_warned = True
         self._rows.append(row)
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=self._interval)
             with contextlib.suppress(Exception):
                 await self.flush()
 
