@@ -17,7 +17,7 @@ from app.api.routes import analytics, auth, health, ingest, keys, models, recomm
 from app.api.state import AppState
 from app.api.sync import SyncLoop
 from app.model_store import ModelStore
-from app.queue import Queue, create_redis
+from app.queue import IngestBatcher, Queue, create_redis
 from app.recommend.model_cache import ModelCache
 from app.recommend.served_log import ServedLog
 from app.settings import Settings, get_settings
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.models = ModelCache(sessions, ModelStore(settings.models_path), max_orgs=settings.model_cache_orgs)
         state.served_log = ServedLog(state.queue)
         state.limiter = RateLimiter(redis, settings)
+        state.batcher = IngestBatcher(state.queue, max_records=settings.max_batch)
         app.state.lehnz = state
         stopping = asyncio.Event()
         tasks = [

@@ -87,8 +87,8 @@ async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[
         await pipe.execute()
 
     by_user = await _group_by_canonical_user(redis, org_id, [r for r in records if r.get("item_id")])
+    await realtime.record_activity(redis, org_id, by_user, keep=settings.recent_activity_len)
     async with redis.pipeline(transaction=True) as pipe:
-        realtime.record_activity(pipe, org_id, by_user, keep=settings.recent_activity_len)
         if new_ids:
             pipe.hincrby(redis_keys.NEW_DATA, org_id, len(new_ids))
         pipe.hincrby(redis_keys.INGEST_STATS, "events:persisted", len(new_ids))

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.state import AppState
 from app.errors import BadRequest, Unauthorized
-from app.queue import Queue
+from app.queue import IngestBatcher, Queue
 from app.settings import Settings
 from app.security import read_session_token
 from app.storage import orgs
@@ -24,7 +24,9 @@ _api_key = APIKeyHeader(name="X-API-KEY", auto_error=False, description="lehnz_p
 _bearer = HTTPBearer(auto_error=False, description="session token from POST /auth/login")
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in a worker thread,
+# a thread hop per dependency per request.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.lehnz
     return state
 
@@ -32,18 +34,26 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: State) -> Settings:
+async def get_settings(state: State) -> Settings:
     return state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_queue(state: State) -> Queue:
+async def get_queue(state: State) -> Queue:
     return state.queue
 
 
 QueueDep = Annotated[Queue, Depends(get_queue)]
+
+
+async def get_batcher(state: State) -> IngestBatcher:
+    assert state.batcher is not None
+    return state.batcher
+
+
+BatcherDep = Annotated[IngestBatcher, Depends(get_batcher)]
 
 
 async def get_session(state: State) -> AsyncIterator[AsyncSession]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,7 +34,7 @@ class RequestContextMiddleware:
         headers = _headers(scope)
         request_id = headers.get("x-request-id", "")
         if not _SANE_REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status_holder = [500]

@@ -9,7 +9,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.auth import KeyCache
-from app.queue import Queue
+from app.queue import IngestBatcher, Queue
 from app.settings import Settings
 from app.storage.db import SessionFactory
 
@@ -30,4 +30,5 @@ class AppState:
     models: ModelCache | None = None
     served_log: ServedLog | None = None
     limiter: RateLimiter | None = None
+    batcher: IngestBatcher | None = None
     background: list[object] = field(default_factory=list)

@@ -61,15 +61,40 @@ def decode(raw: bytes | str) -> Activity:
     )
 
 
-def record_activity(
-    pipe: Pipeline, org_id: str, by_user: dict[str, list[dict[str, Any]]], *, keep: int
+# For every user key: add the entries, keep the newest `keep`, refresh the TTL. One command for
+# a whole job instead of three per user: a 1,000-event job touching 1,000 users spent most of
+# its time parsing 3,000 replies on the client.
+_RECORD = """
+local keep, ttl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), 3
+for k = 1, #KEYS do
+    local n = tonumber(ARGV[at])
+    redis.call('ZADD', KEYS[k], unpack(ARGV, at + 1, at + 2 * n))
+    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(keep + 1))
+    redis.call('EXPIRE', KEYS[k], ttl)
+    at = at + 1 + 2 * n
+end
+return #KEYS
+"""
+# Users per script call: bounds the Lua argument stack and how long one call holds Redis.
+_USERS_PER_CALL = 500
+
+
+async def record_activity(
+    redis: Redis, org_id: str, by_user: dict[str, list[dict[str, Any]]], *, keep: int
 ) -> None:
-    """Queue the writes for these events (grouped by canonical user) on a pipeline."""
-    for user_id, records in by_user.items():
-        key = redis_keys.recent(org_id, user_id)
-        pipe.zadd(key, {encode(r): r["occurred_at"] for r in records})
-        pipe.zremrangebyrank(key, 0, -(keep + 1))
-        pipe.expire(key, RECENT_TTL_S)
+    """Write these events (grouped by canonical user) into the users' recent activity."""
+    script = redis.register_script(_RECORD)
+    users = list(by_user.items())
+    for start in range(0, len(users), _USERS_PER_CALL):
+        keys: list[str] = []
+        args: list[Any] = [keep, RECENT_TTL_S]
+        for user_id, records in users[start:start + _USERS_PER_CALL]:
+            keys.append(redis_keys.recent(org_id, user_id))
+            args.append(len(records))
+            for record in records:
+                args.append(record["occurred_at"])
+                args.append(encode(record))
+        await script(keys=keys, args=args)
 
 
 def merge_users(pipe: Pipeline, org_id: str, *, into: str, sources: Iterable[str], keep: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -38,10 +39,26 @@ MAX_FUTURE_SKEW = timedelta(hours=24)
 MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def _check_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """Free JSON must be storable as jsonb: bounded depth, no NUL in keys or strings."""
     if value is None:
         return None
+    # Fast path, the common shape: a flat object of scalars (validation runs per record).
+    for key, child in value.items():
+        if "\x00" in key:
+            raise ValueError("keys must not contain NUL characters")
+        if isinstance(child, str):
+            if "\x00" in child:
+                raise ValueError("strings must not contain NUL characters")
+        elif not isinstance(child, _SCALARS):
+            return _check_nested(value)
+    return value
+
+
+def _check_nested(value: dict[str, Any]) -> dict[str, Any]:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -188,7 +205,7 @@ class EventIn(_Record):
                 raise ValueError("previous_user_id must differ from user_id")
         return self
 
-    def to_record(self, *, received_at: float, default_id: uuid.UUID | None = None) -> dict[str, Any]:
+    def to_record(self, *, received_at: float, default_id: uuid.UUID | str | None = None) -> dict[str, Any]:
         """The shape the worker persists; shared by the api and `lehnz import`.
 
         The event id is assigned here, before queueing, so a retried job can never duplicate an
@@ -207,3 +224,16 @@ class EventIn(_Record):
             "occurred_at": self.timestamp.timestamp() if self.timestamp else received_at,
             "received_at": received_at,
         }
+
+
+def new_event_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as strings, about three times cheaper than uuid4() each:
+    one urandom call for the batch, version and variant bits set on the bytes."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])
+    text = raw.hex()
+    return [
+        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        for h in (text[i:i + 32] for i in range(0, 32 * count, 32))
+    ]

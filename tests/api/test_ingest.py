@@ -353,3 +353,19 @@ async def test_a_poison_job_is_parked_then_replayed_without_loss(
     assert await queue.replay_dead_letters() >= 1
     await drain()
     assert await count(db, Event, org) == 1
+
+
+async def test_concurrent_single_events_share_jobs_and_all_land(
+    client: Any, org: OrgKeys, db: Any, redis: Any, drain: Any
+) -> None:
+    """Group commit: while one enqueue is in flight, the org's next requests gather into one job."""
+    import asyncio
+
+    responses = await asyncio.gather(*(
+        client.post(EVENTS, json=event(f"u{n}", "view", f"i{n}"), headers=org.pk) for n in range(60)
+    ))
+    assert all(r.status_code == 202 and r.json()["data"] == {"accepted": 1} for r in responses)
+    jobs = await redis.zcard(redis_keys.pending(org.org_id))
+    assert 1 <= jobs < 60
+    await drain()
+    assert await count(db, Event, org) == 60

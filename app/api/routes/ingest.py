@@ -8,13 +8,13 @@ from typing import Any
 
 from fastapi import APIRouter
 from app import metrics
-from app.api.deps import JsonBody, PublishableOrg, QueueDep, SecretOrg, SettingsDep
+from app.api.deps import BatcherDep, JsonBody, PublishableOrg, SecretOrg, SettingsDep
 from app.api.envelope import ok
 from app.api.openapi import error_responses, json_body_schema
 from app.errors import BadRequest, PayloadTooLarge
-from app.queue import Queue
+from app.queue import IngestBatcher
 from app.schemas.envelope import Accepted, Envelope
-from app.schemas.ingest import EventIn, ItemIn, UserIn
+from app.schemas.ingest import EventIn, ItemIn, UserIn, new_event_ids
 from app.schemas.validation import validate_batch
 from app.settings import Settings
 
@@ -37,11 +37,11 @@ def _as_records(body: Any, *, name: str, settings: Settings) -> tuple[list[Any],
 
 
 async def _accept(
-    queue: Queue, kind: str, org_id: uuid.UUID, payload: list[dict[str, Any]]
+    batcher: IngestBatcher, kind: str, org_id: uuid.UUID, payload: list[dict[str, Any]]
 ) -> Any:
     if payload:
         try:
-            await queue.enqueue_ingest(kind, str(org_id), payload)
+            await batcher.submit(kind, str(org_id), payload)
         except Exception:
             metrics.INGEST_REJECTED.labels(kind, "503").inc()
             raise
@@ -57,12 +57,12 @@ async def _accept(
     summary="Upsert catalog items (secret key)",
     openapi_extra=json_body_schema(ItemIn),
 )
-async def upsert_items(org: SecretOrg, body: JsonBody, queue: QueueDep, settings: SettingsDep) -> Any:
+async def upsert_items(org: SecretOrg, body: JsonBody, batcher: BatcherDep, settings: SettingsDep) -> Any:
     records, single = _as_records(body, name="items", settings=settings)
     items = validate_batch(ItemIn, records, name="items", single=single)
     received_at = time.time()
     payload = [item.to_record(received_at=received_at) for item in items]
-    return await _accept(queue, "items", org.org_id, payload)
+    return await _accept(batcher, "items", org.org_id, payload)
 
 
 @router.post(
@@ -73,12 +73,12 @@ async def upsert_items(org: SecretOrg, body: JsonBody, queue: QueueDep, settings
     summary="Upsert users (secret key)",
     openapi_extra=json_body_schema(UserIn),
 )
-async def upsert_users(org: SecretOrg, body: JsonBody, queue: QueueDep, settings: SettingsDep) -> Any:
+async def upsert_users(org: SecretOrg, body: JsonBody, batcher: BatcherDep, settings: SettingsDep) -> Any:
     records, single = _as_records(body, name="users", settings=settings)
     users = validate_batch(UserIn, records, name="users", single=single)
     received_at = time.time()
     payload = [user.to_record(received_at=received_at) for user in users]
-    return await _accept(queue, "users", org.org_id, payload)
+    return await _accept(batcher, "users", org.org_id, payload)
 
 
 @router.post(
@@ -89,10 +89,11 @@ async def upsert_users(org: SecretOrg, body: JsonBody, queue: QueueDep, settings
     summary="Ingest interaction events (publishable key)",
     openapi_extra=json_body_schema(EventIn),
 )
-async def ingest_events(org: PublishableOrg, body: JsonBody, queue: QueueDep, settings: SettingsDep) -> Any:
+async def ingest_events(org: PublishableOrg, body: JsonBody, batcher: BatcherDep, settings: SettingsDep) -> Any:
     records, single = _as_records(body, name="events", settings=settings)
     events = validate_batch(EventIn, records, name="events", single=single)
     received_at = time.time()
     # The server assigns event ids before queueing, so a retried job can never duplicate one.
-    payload = [event.to_record(received_at=received_at) for event in events]
-    return await _accept(queue, "events", org.org_id, payload)
+    ids = new_event_ids(len(events))
+    payload = [event.to_record(received_at=received_at, default_id=event_id) for event, event_id in zip(events, ids)]
+    return await _accept(batcher, "events", org.org_id, payload)
