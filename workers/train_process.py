@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
 from typing import Any
 
 import asyncpg
-import numpy as np
 
 from app.ml.interactions import CatalogSnapshot, InteractionLog
 from app.ml.train import train_org_models
@@ -19,11 +19,14 @@ from app.storage.training_data import RawTrainingData
 
 
 def train_and_store(org_id: str, settings: Settings) -> dict[str, Any]:
+    # Millions of short-lived objects (ids, rows) and no reference cycles worth collecting: the
+    # cyclic GC would otherwise rescan them again and again. This process ends after one train.
+    gc.disable()
     started = time.perf_counter()
     raw = asyncio.run(_load(settings, uuid.UUID(org_id)))
-    loaded_s = time.perf_counter() - started
-    log = interaction_log(raw, settings)
+    log = interaction_log(raw)
     catalog = catalog_snapshot(raw)
+    loaded_s = time.perf_counter() - started
     now = time.time()
     models, timings = train_org_models(log, catalog, train_params(settings, now=now), version=new_version(now))
     timings = {"load": loaded_s, **timings}
@@ -43,7 +46,9 @@ def train_and_store(org_id: str, settings: Settings) -> dict[str, Any]:
 async def _load(settings: Settings, org_id: uuid.UUID) -> RawTrainingData:
     conn = await asyncpg.connect(plain_dsn(settings.database_url or ""), timeout=10)
     try:
-        return await training_data.load(conn, org_id)
+        return await training_data.load(
+            conn, org_id, event_weights=settings.event_weights, family_weights=settings.family_weights
+        )
     finally:
         await conn.close()
 
@@ -53,27 +58,20 @@ def plain_dsn(database_url: str) -> str:
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def interaction_log(raw: RawTrainingData, settings: Settings) -> InteractionLog:
-    """Events -> weighted, alias-resolved columns; inactive/deleted users left out."""
-    rows = raw.events
-    users = [raw.aliases.get(r[0], r[0]) for r in rows]
-    keep = np.fromiter((u not in raw.hidden_users for u in users), dtype=bool, count=len(rows))
-    names = [r[2] for r in rows]
-    weights = [settings.event_weight(r[2], r[3]) for r in rows]
-    log = InteractionLog.build(
-        user_ids=users,
-        item_ids=[r[1] for r in rows],
-        event_names=names,
-        weights=weights,
-        timestamps=[r[4] for r in rows],
-        order_ids=[r[5] for r in rows],
-        session_ids=[r[6] for r in rows],
-        prices=[np.nan if r[7] is None else r[7] for r in rows],
-        quantities=[1.0 if r[8] is None else r[8] for r in rows],
+def interaction_log(raw: RawTrainingData) -> InteractionLog:
+    """Weighted, alias-resolved columns (resolved by the query) as the trainer's input."""
+    events = raw.events
+    return InteractionLog.build(
+        user_ids=events["users"],
+        item_ids=events["items"],
+        event_names=events["names"],
+        weights=events["weights"],
+        timestamps=events["timestamps"],
+        order_ids=events["orders"],
+        session_ids=events["sessions"],
+        prices=events["prices"],
+        quantities=events["quantities"],
     )
-    if keep.all():
-        return log
-    return InteractionLog(**{name: getattr(log, name)[keep] for name in log.__dataclass_fields__})
 
 
 def catalog_snapshot(raw: RawTrainingData) -> CatalogSnapshot:
