@@ -32,8 +32,9 @@ log = logging.getLogger("lehnz.models")
 # earlier but committed later still gets applied (re-applying a row is harmless).
 _CATALOG_OVERLAP_S = 5.0
 # updated_at is a transaction's start time, so a transaction longer than the overlap could
-# still slip past the incremental refresh: a full reload now and then bounds that to minutes.
-_CATALOG_FULL_RELOAD_S = 300.0
+# still slip past the incremental refresh: a full reload now and then bounds that. Hourly, and
+# spread over time per org, so a process never reloads every catalog at once.
+_CATALOG_FULL_RELOAD_S = 3600.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,10 +88,7 @@ class ModelCache:
             return
         wanted_model = model_version.decode() if model_version else None
         model_stale = wanted_model is not None and wanted_model != snapshot.model_version
-        catalog_stale = (
-            catalog_version != snapshot.catalog_version
-            or time.time() - snapshot.catalog_loaded_at > _CATALOG_FULL_RELOAD_S
-        )
+        catalog_stale = catalog_version != snapshot.catalog_version or self._reload_due(snapshot)
         if model_stale or catalog_stale:
             task = asyncio.create_task(
                 self._update(org_id, model=model_stale, catalog_version=catalog_version), name=f"update-{org_id}"
@@ -104,6 +102,12 @@ class ModelCache:
                 await self.get(org_id)
             except Exception:  # noqa: BLE001 - a broken org must not stop the others loading
                 log.exception("preloading org %s failed", org_id)
+
+    @staticmethod
+    def _reload_due(snapshot: OrgSnapshot) -> bool:
+        # A fixed per-org offset within the period (from its id) spreads the reloads.
+        jitter = (int(snapshot.org_id.replace("-", "")[:8], 16) % 1000) / 1000 * _CATALOG_FULL_RELOAD_S
+        return time.time() - snapshot.catalog_loaded_at > _CATALOG_FULL_RELOAD_S + jitter
 
     def close(self) -> None:
         """Stop background loads (process shutdown)."""
@@ -142,7 +146,7 @@ class ModelCache:
                 if current is None:
                     return
                 snapshot = current
-                if time.time() - current.catalog_loaded_at > _CATALOG_FULL_RELOAD_S:
+                if self._reload_due(current):
                     rows = await self._catalog_rows(org_id, since=None)
                     order = current.models.item_ids if current.models is not None else None
                     catalog = await asyncio.to_thread(Catalog.build, rows, order=order)

@@ -118,6 +118,7 @@ async def upsert_users(session: AsyncSession, org_id: uuid.UUID, records: list[d
     return len(records)
 
 
+_CHUNK_ROWS = 5000
 _CATALOG_COLUMNS = """
 SELECT item_id, item_type, status, attributes::text, extract(epoch FROM created_at)::float8,
        extract(epoch FROM updated_at)::float8
@@ -131,6 +132,12 @@ async def load_catalog_rows(session: AsyncSession, org_id: uuid.UUID, *, changed
     `changed_since` reads only rows updated after it (the api's incremental refresh).
     """
     conn = await driver_connection(session)
-    if changed_since is None:
-        return list(await conn.fetch(_CATALOG_COLUMNS, org_id))
-    return list(await conn.fetch(_CATALOG_COLUMNS + " AND updated_at > to_timestamp($2)", org_id, changed_since))
+    if changed_since is not None:
+        return list(await conn.fetch(_CATALOG_COLUMNS + " AND updated_at > to_timestamp($2)", org_id, changed_since))
+    # A whole catalog is read in chunks: decoding 100k rows at once would hold the api's event
+    # loop for half a second; a cursor returns to the loop between chunks.
+    rows: list[Any] = []
+    async with conn.transaction(readonly=True):
+        async for row in conn.cursor(_CATALOG_COLUMNS, org_id, prefetch=_CHUNK_ROWS):
+            rows.append(row)
+    return rows
