@@ -392,7 +392,7 @@ async def run_import(
 ) -> ImportResult:
     """Import the given files into the org in one transaction; raise ImportFailed (having imported
     nothing) if any line of any file is invalid. Then tell Redis, if it is reachable."""
-    from app.storage import bulk, orgs
+    from app.storage import bulk, identity, orgs
     from app.storage.db import create_engine, create_session_factory
 
     given = {"items": items, "users": users, "events": events}
@@ -439,7 +439,7 @@ async def run_import(
                 if kind == "events":
                     identifies.sort()  # the worker's order: time of the identify, then file order
                     links = [(previous_id, user_id) for _, _, previous_id, user_id in identifies]
-                    result.aliases = await bulk.stitch_all(session, org_id, links)
+                    result.aliases = await identity.stitch_all(session, org_id, links)
                 else:
                     merge = bulk.merge_items if kind == "items" else bulk.merge_users
                     merged = await merge(session, org_id, received_at=received_at)

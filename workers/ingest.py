@@ -14,7 +14,7 @@ from typing import Any
 
 from app import redis_keys
 from app.recommend import realtime
-from app.storage import bulk, catalog, events
+from app.storage import catalog, events, identity
 from workers.failures import handle_failure
 
 log = logging.getLogger("lehnz.worker.ingest")
@@ -66,7 +66,7 @@ async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[
             # All of the job's identifies with one read and one write (alias -> canonical, set or
             # changed). One stitch at a time rewrote a chain's rows once per link inside one
             # transaction: a 1,000-link chain took minutes and its job never finished.
-            aliases = await bulk.stitch_all(
+            aliases = await identity.stitch_all(
                 session, org_uuid, [(r["previous_user_id"], r["user_id"]) for r in identifies]
             )
     except Exception as exc:

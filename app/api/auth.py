@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
-
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import security
-from app.redis_keys import KEYS_EPOCH
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.redis_keys import KEYS_EPOCH
 from app.storage import orgs
 from app.storage.db import SessionFactory
 from app.storage.orgs import KeyOwner

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.state import AppState
 from app.errors import BadRequest, Unauthorized
 from app.queue import IngestBatcher, Queue
-from app.settings import Settings
 from app.security import read_session_token
+from app.settings import Settings
 from app.storage import orgs
 from app.storage.orgs import KeyOwner
 

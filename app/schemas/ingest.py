@@ -17,8 +17,6 @@ from pydantic import (
 )
 
 
-
-
 def _no_nul(value: str) -> str:
     # Postgres text and jsonb cannot hold NUL; reject it at the door instead of failing in the worker.
     if "\x00" in value:

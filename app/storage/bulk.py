@@ -2,7 +2,7 @@
 
 The staging tables live for one transaction (ON COMMIT DROP) on the session's connection. The
 merges follow the worker's rules (catalog.upsert_items/upsert_users, events.insert_events,
-identity.stitch) and add one of their own: an item or user whose content is unchanged is not
+identity.stitch_all) and add one of their own: an item or user whose content is unchanged is not
 rewritten at all, so its updated_at stays put and a re-import changes nothing. Functions never
 commit: the caller owns the transaction.
 """
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.storage.base import driver_connection
@@ -109,18 +108,6 @@ FROM _import_events AS s
 ON CONFLICT (org_id, event_id) DO NOTHING
 """
 
-# Chains are flat (one hop), so these rows are all that resolving and re-pointing the given
-# ids can touch: each id's own alias, and the aliases that point at it.
-_ALIASES_TOUCHING = """
-SELECT alias_id, canonical_id FROM identity_aliases
-WHERE org_id = $1 AND (alias_id = ANY($2::text[]) OR canonical_id = ANY($2::text[]))
-"""
-
-_WRITE_ALIASES = """
-INSERT INTO identity_aliases AS t (org_id, alias_id, canonical_id)
-SELECT $1, u.alias_id, u.canonical_id FROM unnest($2::text[], $3::text[]) AS u(alias_id, canonical_id)
-ON CONFLICT (org_id, alias_id) DO UPDATE SET canonical_id = EXCLUDED.canonical_id
-"""
 
 
 @dataclass(frozen=True)
@@ -165,46 +152,3 @@ async def merge_staged_events(session: AsyncSession, org_id: uuid.UUID, *, recei
     status = await conn.execute(_MERGE_EVENTS, org_id, received_at, timeout=_BULK_TIMEOUT_S)
     await conn.execute(f"TRUNCATE {STAGING['events'][0]}")
     return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows>"
-
-
-async def stitch_all(
-    session: AsyncSession, org_id: uuid.UUID, links: Sequence[tuple[str, str]]
-) -> dict[str, str]:
-    """Apply identify links (previous_user_id, user_id), in order, as identity.stitch applies them
-    one by one, with one read and one write; returns every alias whose canonical id was set or
-    changed (alias -> canonical).
-
-    Same rules: the first identify of an anonymous id wins, a link that would close a cycle is
-    ignored, and chains are flattened so every alias resolves to the final id in one hop.
-    """
-    if not links:
-        return {}
-    conn = await driver_connection(session)
-    # The lock identity.stitch takes: the worker's stitches of this org wait for our commit.
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": str(org_id)}
-    )
-    ids = sorted({previous_id for previous_id, _ in links} | {user_id for _, user_id in links})
-    canonical_of: dict[str, str] = {}
-    members: dict[str, set[str]] = {}
-    for alias_id, canonical_id in await conn.fetch(_ALIASES_TOUCHING, org_id, ids, timeout=_BULK_TIMEOUT_S):
-        canonical_of[alias_id] = canonical_id
-        members.setdefault(canonical_id, set()).add(alias_id)
-
-    changed: dict[str, str] = {}
-    for previous_id, user_id in links:
-        canonical = canonical_of.get(user_id, user_id)
-        if canonical == previous_id or previous_id in canonical_of:
-            continue  # a cycle, or previous_id already belongs to someone (first identify wins)
-        moved = members.pop(previous_id, set())
-        moved.add(previous_id)
-        for alias_id in moved:
-            canonical_of[alias_id] = canonical
-            changed[alias_id] = canonical
-        members.setdefault(canonical, set()).update(moved)
-
-    if changed:
-        await conn.execute(
-            _WRITE_ALIASES, org_id, list(changed), list(changed.values()), timeout=_BULK_TIMEOUT_S
-        )
-    return changed

@@ -2,9 +2,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from implicit.cpu.als import AlternatingLeastSquares
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
-from implicit.cpu.als import AlternatingLeastSquares
 
 from app.ml.als import confidence_matrix, fit_als, fold_in_user, item_gram, user_confidences
 from app.ml.interactions import decayed_matrix, encode_log, item_universe, user_universe

@@ -2,7 +2,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tests.ml.conftest import DAY, HOUR, NOW
 
 from app.ml.cooccurrence import (
     assign_sessions,
@@ -12,7 +11,8 @@ from app.ml.cooccurrence import (
     purchase_baskets,
     transitions,
 )
-from app.ml.interactions import encode_log, item_universe, user_universe, CatalogSnapshot, decay
+from app.ml.interactions import CatalogSnapshot, decay, encode_log, item_universe, user_universe
+from tests.ml.conftest import DAY, HOUR, NOW
 
 GAP = 30 * 60.0
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from tests.ml.conftest import DAY, NOW
 
 from app.ml.interactions import (
     CatalogSnapshot,
@@ -13,6 +12,7 @@ from app.ml.interactions import (
     item_universe,
     user_universe,
 )
+from tests.ml.conftest import DAY, NOW
 
 
 def matrix_for(log, catalog, params):

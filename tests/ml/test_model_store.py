@@ -4,13 +4,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tests.ml.conftest import DAY, NOW
 
 import app.model_store as model_store_module
 from app.ml.artifacts import DENSE_FIELDS, ID_FIELDS, SPARSE_FIELDS, OrgModels
 from app.ml.interactions import CatalogSnapshot
 from app.ml.train import train_org_models
 from app.model_store import ModelStore, new_version
+from tests.ml.conftest import DAY, NOW
 
 ORG = "6f1c2a52-7d1e-4a53-9f0b-2b8d3c1e9a10"
 

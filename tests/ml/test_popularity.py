@@ -1,8 +1,8 @@
 import numpy as np
-from tests.ml.conftest import DAY, NOW
 
 from app.ml.interactions import CatalogSnapshot, encode_log, item_universe, user_universe
 from app.ml.popularity import popularity_scores, trending_scores
+from tests.ml.conftest import DAY, NOW
 
 
 def encoded_of(log, catalog=CatalogSnapshot.empty()):

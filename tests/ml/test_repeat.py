@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-from tests.ml.conftest import DAY, NOW
 
 from app.ml.interactions import CatalogSnapshot, encode_log, item_universe, user_universe
 from app.ml.repeat import (
@@ -14,6 +13,7 @@ from app.ml.repeat import (
     purchase_history,
     user_price_band,
 )
+from tests.ml.conftest import DAY, NOW
 
 
 def encoded_of(log, catalog=CatalogSnapshot.empty()):

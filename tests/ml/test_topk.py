@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from scipy.sparse import csr_matrix, random as sparse_random
+from scipy.sparse import csr_matrix
+from scipy.sparse import random as sparse_random
 
 from app.ml.topk import NonFiniteScores, pairwise_top_k, pairwise_top_k_multi, top_k_per_row
 

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
-from tests.ml.conftest import DAY, HOUR, NOW
 from scipy.sparse import csr_matrix
 
 import app.ml.train as train_module
 from app.ml.artifacts import DENSE_FIELDS, SPARSE_FIELDS
 from app.ml.interactions import CatalogSnapshot, InteractionLog, TrainParams
 from app.ml.train import TrainingError, train_org_models
+from tests.ml.conftest import DAY, HOUR, NOW
 
 ITEM_BY_ITEM = ("item_neighbors", "content_neighbors", "copurchase", "copurchase_counts", "coengagement",
                 "transitions")

@@ -12,7 +12,7 @@ from app.api.deps import AuthIpLimit, JsonBody, Session, SettingsDep
 from app.api.envelope import ok
 from app.api.openapi import error_responses, json_body_schema
 from app.errors import Conflict, Unauthorized
-from app.schemas.accounts import LoginIn, RegisterIn, Registered
+from app.schemas.accounts import LoginIn, Registered, RegisterIn
 from app.schemas.accounts import Session as SessionOut
 from app.schemas.envelope import Envelope
 from app.schemas.validation import validate_object

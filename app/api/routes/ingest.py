@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter
+
 from app import metrics
 from app.api.deps import BatcherDep, JsonBody, PublishableOrg, SecretOrg, SettingsDep
 from app.api.envelope import ok
