@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stopping.set()
             await _stop(tasks)
-            state.models.close()
+            await state.models.close()
             # Bounded: a stuck connection must not keep the process from exiting.
             for step in (state.served_log.flush(), redis.aclose(), engine.dispose()):
                 try:

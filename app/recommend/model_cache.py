@@ -109,10 +109,13 @@ class ModelCache:
         jitter = (int(snapshot.org_id.replace("-", "")[:8], 16) % 1000) / 1000 * _CATALOG_FULL_RELOAD_S
         return time.time() - snapshot.catalog_loaded_at > _CATALOG_FULL_RELOAD_S + jitter
 
-    def close(self) -> None:
-        """Stop background loads (process shutdown)."""
-        for task in [*self._cold.values(), *self._updating.values()]:
+    async def close(self, *, timeout_s: float = 3.0) -> None:
+        """Stop background loads (process shutdown) and let them give their connections back."""
+        tasks = [*self._cold.values(), *self._updating.values()]
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     def status(self) -> dict[str, Any]:
         return {

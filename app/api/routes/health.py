@@ -13,6 +13,8 @@ from starlette.responses import PlainTextResponse, Response
 from app import metrics, redis_keys
 from app.api.deps import State
 from app.api.envelope import failure, ok
+from app.errors import field_error
+from app.schemas.envelope import ErrorEnvelope
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +32,11 @@ async def _check(coro: Any) -> str:
     return "ok"
 
 
-@router.get("/readyz", summary="Database, Redis and model cache status; 503 when not ready")
+@router.get(
+    "/readyz",
+    summary="Database, Redis and model cache status; 503 when not ready",
+    responses={503: {"model": ErrorEnvelope, "description": "Database or Redis unreachable; each listed in error"}},
+)
 async def readyz(state: State) -> Any:
     async def database() -> None:
         async with state.engine.connect() as conn:
@@ -43,7 +49,9 @@ async def readyz(state: State) -> Any:
     if ready:
         return ok(checks, message="ready")
     # Recommendations keep being served from memory while a dependency is down; ingest is 503.
-    return failure(503, "not ready", error=checks)
+    down = [field_error(name, status) for name, status in (("database", db_status), ("redis", redis_status))
+            if status != "ok"]
+    return failure(503, "not ready: " + ", ".join(e["field"] for e in down), error=down)
 
 
 @router.get(
