@@ -119,7 +119,7 @@ def als_alone(settings: Any, org_id: str) -> dict[str, Any]:
 
     started = time.perf_counter()
     raw = asyncio.run(_load(settings, uuid.UUID(org_id)))
-    log = interaction_log(raw, settings)
+    log = interaction_log(raw)
     catalog = catalog_snapshot(raw)
     params = train_params(settings, now=time.time())
     item_ids = item_universe(log, catalog)
