@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     max_basket_items: int = _ML["max_basket_items"]
     trending_prior_events: float = _ML["trending_prior_events"]
     content_pair_budget: int = _ML["content_pair_budget"]
+    exposure_prior_events: float = _ML["exposure_prior_events"]
     # A serving process keeps at most this many orgs' models in memory (least recently used out).
     model_cache_orgs: int = 64
 
@@ -179,4 +180,5 @@ def train_params(settings: Settings, *, now: float) -> TrainParams:
         max_basket_items=settings.max_basket_items,
         trending_prior_events=settings.trending_prior_events,
         content_pair_budget=settings.content_pair_budget,
+        exposure_prior_events=settings.exposure_prior_events,
     )

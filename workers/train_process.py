@@ -71,6 +71,7 @@ def interaction_log(raw: RawTrainingData) -> InteractionLog:
         session_ids=events["sessions"],
         prices=events["prices"],
         quantities=events["quantities"],
+        is_exposure=events["exposures"],
     )
 
 

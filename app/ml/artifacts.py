@@ -19,8 +19,11 @@ from scipy.sparse import csr_matrix
 from app.ml.als import item_gram
 from app.ml.interactions import TrainParams
 
-FORMAT_VERSION = 1
-ID_FIELDS = ("item_ids", "user_ids")
+FORMAT_VERSION = 2
+# Format 1 had no content index; those bundles load with an empty one (no serving-time content
+# similarity for items upserted after the train, until the next train).
+_READABLE_FORMATS = (1, 2)
+ID_FIELDS = ("item_ids", "user_ids", "content_tokens")
 SPARSE_FIELDS = (
     "user_items",
     "item_neighbors",
@@ -31,6 +34,7 @@ SPARSE_FIELDS = (
     "transitions",
     "purchase_counts",
     "last_purchase_ts",
+    "content_matrix",
 )
 DENSE_FIELDS = (
     "user_factors",
@@ -42,6 +46,8 @@ DENSE_FIELDS = (
     "user_price_center",
     "user_price_spread",
     "item_price",
+    "content_idf",
+    "exposure_penalty",
 )
 # NaN in these means "unknown" by design; everything else must be finite.
 NAN_MEANS_UNKNOWN = ("repurchase_interval", "user_price_center", "user_price_spread", "item_price")
@@ -73,6 +79,10 @@ class OrgModels:
     user_price_center: np.ndarray  # users float32 mean log(price), NaN unknown
     user_price_spread: np.ndarray  # users float32 spread of log(price), NaN unknown
     item_price: np.ndarray  # items float32, NaN unknown
+    content_matrix: csr_matrix  # items x tokens: TF-IDF rows (unit length) of the train's catalog
+    content_tokens: np.ndarray  # object (str): the token of each content_matrix column
+    content_idf: np.ndarray  # tokens float32: idf, 0 = a token that links nothing
+    exposure_penalty: np.ndarray  # items float32 in (0, 1]: demotion of items shown but ignored
     extra: dict[str, Any] = field(default_factory=dict)  # free-form manifest notes (timings)
 
     @property
@@ -95,6 +105,15 @@ class OrgModels:
     def item_factor_gram(self) -> np.ndarray:
         """Y^T Y for fold_in_user, computed once per loaded bundle."""
         return item_gram(self.item_factors)
+
+    @cached_property
+    def content_token_index(self) -> dict[str, int]:
+        return {token: j for j, token in enumerate(self.content_tokens.tolist())}
+
+    @cached_property
+    def content_by_token(self) -> csr_matrix:
+        """tokens x items: a new item's few tokens select a few rows to sum."""
+        return self.content_matrix.T.tocsr()
 
     @property
     def uses_ease(self) -> bool:
@@ -126,8 +145,11 @@ class OrgModels:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> OrgModels:
-        if manifest.get("format") != FORMAT_VERSION:
+        if manifest.get("format") not in _READABLE_FORMATS:
             raise ValueError(f"unsupported model format {manifest.get('format')!r}")
+        if manifest["format"] == 1:
+            n_items = int(manifest["counts"]["items"])
+            arrays = {**arrays, **_empty_content_index(n_items), "exposure_penalty": np.ones(n_items, np.float32)}
         values: dict[str, Any] = {}
         for name in ID_FIELDS:
             values[name] = decode_strings(arrays[f"{name}.blob"], arrays[f"{name}.offsets"])
@@ -173,3 +195,16 @@ def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     out = np.empty(len(bounds) - 1, dtype=object)
     out[:] = [raw[start:stop].decode("utf-8") for start, stop in zip(bounds[:-1], bounds[1:])]
     return out
+
+
+def _empty_content_index(n_items: int) -> dict[str, np.ndarray]:
+    blob, offsets = encode_strings(np.empty(0, dtype=object))
+    return {
+        "content_tokens.blob": blob,
+        "content_tokens.offsets": offsets,
+        "content_matrix.data": np.zeros(0, np.float32),
+        "content_matrix.indices": np.zeros(0, np.int32),
+        "content_matrix.indptr": np.zeros(n_items + 1, np.int32),
+        "content_matrix.shape": np.asarray((n_items, 0), dtype=np.int64),
+        "content_idf": np.zeros(0, np.float32),
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,11 +50,51 @@ def _field_tokens(key: str, values: Iterable[Any]) -> Iterable[str]:
             yield f"{key}={value.strip().lower()}"
 
 
-def tfidf_matrix(token_lists: list[list[str]]) -> csr_matrix:
-    """items x tokens, rows L2-normalised, idf = ln((1 + N) / (1 + df)).
+@dataclass(frozen=True, eq=False)
+class ContentIndex:
+    """The catalog's TF-IDF space, kept with the model so that serving can place an item that
+    was upserted after the train (and so has no precomputed neighbours) among the others."""
+
+    matrix: csr_matrix  # items x tokens, rows unit length
+    tokens: np.ndarray  # object (str): the token of each column
+    idf: np.ndarray  # float32 per token; 0 = cannot link two items
+
+    @classmethod
+    def empty(cls, n_items: int) -> ContentIndex:
+        return cls(csr_matrix((n_items, 0), dtype=np.float32), np.empty(0, dtype=object), np.zeros(0, np.float32))
+
+
+def content_index(catalog: CatalogSnapshot, item_ids: np.ndarray) -> ContentIndex:
+    """TF-IDF rows for item_ids (the training item universe); items absent from the catalog
+    have no tokens and so an empty row."""
+    position = {item_id: row for row, item_id in enumerate(catalog.item_ids.tolist())}
+    token_lists = []
+    for item_id in item_ids.tolist():
+        row = position.get(item_id)
+        if row is None:
+            token_lists.append([])
+        else:
+            token_lists.append(item_tokens(catalog.item_types[row], catalog.attributes[row]))
+    matrix, tokens, idf = tfidf_matrix(token_lists)
+    return ContentIndex(matrix.astype(np.float32), tokens, idf.astype(np.float32))
+
+
+def vectorise(token_index: dict[str, int], idf: np.ndarray, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A new item's unit TF-IDF vector in an existing index: (columns, weights); empty when none
+    of its tokens can link it to anything."""
+    columns = np.fromiter((token_index[t] for t in tokens if t in token_index), np.int64)
+    weights = idf[columns].astype(np.float64)
+    keep = weights > 0
+    columns, weights = columns[keep], weights[keep]
+    norm = float(np.sqrt((weights**2).sum()))
+    return (columns, weights / norm) if norm > 0 else (columns[:0], weights[:0])
+
+
+def tfidf_matrix(token_lists: list[list[str]]) -> tuple[csr_matrix, np.ndarray, np.ndarray]:
+    """(items x tokens with rows L2-normalised, the tokens, their idf), idf = ln((1 + N) / (1 + df)).
 
     Tokens on a single item cannot link two items and would only dilute its norm, so they are
-    dropped; a token on every item gets idf 0 and drops out by itself.
+    dropped (idf 0); a token on every item gets idf 0 and drops out by itself.
     """
     vocabulary: dict[str, int] = {}
     indices = np.fromiter(
@@ -70,7 +111,9 @@ def tfidf_matrix(token_lists: list[list[str]]) -> csr_matrix:
     norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
     row_of_entry = np.repeat(np.arange(n_items), np.diff(matrix.indptr))
     matrix.data = matrix.data / norms[row_of_entry]
-    return matrix
+    tokens = np.empty(len(vocabulary), dtype=object)
+    tokens[:] = list(vocabulary)
+    return matrix, tokens, idf
 
 
 def narrow_tokens(x: csr_matrix, pair_budget: int) -> np.ndarray:
@@ -84,8 +127,7 @@ def narrow_tokens(x: csr_matrix, pair_budget: int) -> np.ndarray:
 
 
 def content_neighbours(
-    catalog: CatalogSnapshot,
-    item_ids: np.ndarray,
+    index: ContentIndex,
     *,
     k: int,
     pair_budget: int,
@@ -93,21 +135,12 @@ def content_neighbours(
 ) -> csr_matrix:
     """items x items float32 cosine top-k in [0, 1], never the item itself.
 
-    item_ids is the training item universe; items absent from the catalog have no tokens and
-    so no neighbours. Exact while every token fits pair_budget. Otherwise the common tokens
-    (a big category, a popular tag) only re-rank: candidates are the best CANDIDATES_PER_K * k
-    items by the rare tokens, then scored by the full cosine. An item described only by
-    common tokens then has no content neighbours (serving blends in or falls back).
+    Exact while every token fits pair_budget. Otherwise the common tokens (a big category, a
+    popular tag) only re-rank: candidates are the best CANDIDATES_PER_K * k items by the rare
+    tokens, then scored by the full cosine. An item described only by common tokens then has
+    no content neighbours (serving blends in or falls back).
     """
-    position = {item_id: row for row, item_id in enumerate(catalog.item_ids.tolist())}
-    token_lists = []
-    for item_id in item_ids.tolist():
-        row = position.get(item_id)
-        if row is None:
-            token_lists.append([])
-        else:
-            token_lists.append(item_tokens(catalog.item_types[row], catalog.attributes[row]))
-    x = tfidf_matrix(token_lists)
+    x = index.matrix.astype(np.float64)
     narrow = narrow_tokens(x, pair_budget)
     if narrow.all():
         return pairwise_top_k(x, x.T.tocsr(), k, _cosine, allowed_columns=allowed_neighbours)

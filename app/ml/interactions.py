@@ -33,6 +33,7 @@ class InteractionLog:
     session_ids: np.ndarray  # object, None where missing
     prices: np.ndarray  # float64, NaN where missing
     quantities: np.ndarray  # float64, 1.0 where missing
+    is_exposure: np.ndarray  # bool: an impression (exposure family), weight 0, demotion signal
 
     def __post_init__(self) -> None:
         lengths = {name: len(getattr(self, name)) for name in self.__dataclass_fields__}
@@ -56,6 +57,7 @@ class InteractionLog:
         session_ids: Sequence[str | None] | None = None,
         prices: Sequence[float] | None = None,
         quantities: Sequence[float] | None = None,
+        is_exposure: Sequence[bool] | None = None,
     ) -> InteractionLog:
         """Columns from plain sequences, with the documented defaults for the optional ones."""
         n = len(user_ids)
@@ -73,6 +75,7 @@ class InteractionLog:
             session_ids=_object_array(session_ids if session_ids is not None else [None] * n),
             prices=np.asarray(prices if prices is not None else np.full(n, np.nan), dtype=np.float64),
             quantities=np.asarray(quantities if quantities is not None else np.ones(n), dtype=np.float64),
+            is_exposure=np.asarray(is_exposure if is_exposure is not None else np.zeros(n, bool), dtype=bool),
         )
 
     @classmethod
@@ -157,6 +160,9 @@ class TrainParams:
     # Pseudo-events added to an item's expected recent activity, so one fresh view of an
     # unknown item does not read as a surge.
     trending_prior_events: float = 1.0
+    # Pseudo-events of the exposure demotion (popularity.exposure_penalty): an item needs a few
+    # dozen impressions without engagement before it is pushed down noticeably.
+    exposure_prior_events: float = 10.0
     # Multiply-adds allowed for content-similarity candidates (sum of df^2 of the tokens used).
     # Tokens too common to fit (a huge category) only re-rank candidates; see content.py.
     content_pair_budget: int = 30_000_000
@@ -164,7 +170,7 @@ class TrainParams:
     def __post_init__(self) -> None:
         positive = (
             "factors", "decay_half_life_days", "trending_half_life_hours", "trending_prior_events",
-            "ease_lambda", "pair_half_life_days",
+            "ease_lambda", "pair_half_life_days", "exposure_prior_events",
         )
         non_negative = (
             "iterations", "regularization", "alpha", "session_gap_minutes",

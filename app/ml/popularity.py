@@ -45,6 +45,29 @@ def trending_scores(encoded: EncodedLog, params: TrainParams) -> np.ndarray:
     return _unit_max(np.maximum(surplus, 0.0))
 
 
+def exposure_penalty(encoded: EncodedLog, params: TrainParams) -> np.ndarray:
+    """Per item, in (0, 1]: how much to demote items shown often but rarely engaged with.
+
+    Impressions (exposure events) are weight 0 and teach nothing else; here they set an
+    expectation: an item shown E times should get about g * E engagements, g being the
+    catalog's engagements per impression. Items that fall short are scaled down by
+    (engaged + m) / (g * E + m); m pseudo-events keep a handful of impressions from moving
+    anything. Items never shown, or engaged at least as expected, keep 1.
+    """
+    log = encoded.log
+    shown = np.bincount(encoded.items[log.is_exposure], minlength=encoded.n_items).astype(np.float64)
+    engaged_events = (log.weights > 0) & ~log.is_exposure
+    engaged = np.bincount(encoded.items[engaged_events], minlength=encoded.n_items).astype(np.float64)
+    penalty = np.ones(encoded.n_items, np.float32)
+    exposed = shown > 0
+    if not exposed.any():
+        return penalty
+    rate = float(np.clip(engaged[exposed].sum() / shown[exposed].sum(), 1e-3, 1.0))
+    prior = params.exposure_prior_events
+    penalty[exposed] = np.minimum(1.0, (engaged[exposed] + prior) / (rate * shown[exposed] + prior))
+    return penalty
+
+
 def _unit_max(values: np.ndarray) -> np.ndarray:
     top = float(values.max()) if values.size else 0.0
     if not top > 0:  # also true for NaN, which is kept so training's final check rejects it

@@ -10,7 +10,7 @@ import numpy as np
 
 from app.ml.als import FactorizationFailed, fit_als
 from app.ml.artifacts import OrgModels
-from app.ml.content import content_neighbours
+from app.ml.content import content_index, content_neighbours
 from app.ml.cooccurrence import assign_sessions, basket_incidence, pair_scores, purchase_baskets, transitions
 from app.ml.ease import fit_ease
 from app.ml.interactions import (
@@ -24,7 +24,7 @@ from app.ml.interactions import (
     user_universe,
 )
 from app.ml.knn import item_knn
-from app.ml.popularity import popularity_scores, trending_scores
+from app.ml.popularity import exposure_penalty, popularity_scores, trending_scores
 from app.ml.repeat import item_prices, purchase_history, user_price_band
 from app.ml.topk import NonFiniteScores
 
@@ -96,8 +96,9 @@ def _build(
             user_items, k=k, shrinkage=params.pair_shrinkage, allowed_neighbours=allowed
         )
     with clock.part("content"):
+        index = content_index(catalog, item_ids)
         content = content_neighbours(
-            catalog, item_ids, k=k, pair_budget=params.content_pair_budget, allowed_neighbours=allowed
+            index, k=k, pair_budget=params.content_pair_budget, allowed_neighbours=allowed
         )
     with clock.part("sessions"):
         events = encoded.log
@@ -132,6 +133,7 @@ def _build(
     with clock.part("popularity"):
         popularity = popularity_scores(encoded, params)
         trending = trending_scores(encoded, params)
+        penalty = exposure_penalty(encoded, params)
     with clock.part("repeat"):
         history = purchase_history(encoded, same_occasion_s=params.session_gap_s)
         item_price = item_prices(catalog, item_ids, encoded)
@@ -150,6 +152,10 @@ def _build(
         ease_b=ease_b,
         item_neighbors=item_neighbors,
         content_neighbors=content,
+        content_matrix=index.matrix,
+        content_tokens=index.tokens,
+        content_idf=index.idf,
+        exposure_penalty=penalty,
         copurchase=copurchase,
         copurchase_counts=copurchase_counts,
         coengagement=coengagement,

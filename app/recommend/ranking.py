@@ -115,7 +115,8 @@ def accumulate(weights: dict[int, float], indices: np.ndarray, values: np.ndarra
 def neighbour_blend(
     models: OrgModels, sources: Sequence[tuple[int, float]], parts: Sequence[tuple[str, float]]
 ) -> dict[int, float]:
-    """Sum of the neighbour rows of `sources` (index, weight) in the named tables, weighted."""
+    """Sum of the neighbour rows of `sources` (index, weight) in the named tables, weighted,
+    with items shown often but rarely engaged with demoted."""
     weights: dict[int, float] = {}
     for table_name, table_weight in parts:
         table: csr_matrix = getattr(models, table_name)
@@ -123,4 +124,11 @@ def neighbour_blend(
             if 0 <= index < table.shape[0]:
                 cols, vals = row(table, index)
                 accumulate(weights, cols, vals, table_weight * source_weight)
-    return weights
+    penalty = models.exposure_penalty
+    return {i: w * float(penalty[i]) for i, w in weights.items()}
+
+
+def demote(models: OrgModels, scores: np.ndarray) -> np.ndarray:
+    """Model-wide scores with the exposure demotion applied; works for negative scores too
+    (a demoted item always moves down: s - (1 - penalty) * |s|)."""
+    return scores - (1.0 - models.exposure_penalty[: len(scores)]) * np.abs(scores)

@@ -13,7 +13,8 @@ import orjson
 _EVENTS = """
 SELECT array_agg(ev.user_id) AS users, array_agg(ev.item_id) AS items, array_agg(ev.event_name) AS names,
        array_agg(ev.weight) AS weights, array_agg(ev.ts) AS timestamps, array_agg(ev.order_id) AS orders,
-       array_agg(ev.session_id) AS sessions, array_agg(ev.price) AS prices, array_agg(ev.quantity) AS quantities
+       array_agg(ev.session_id) AS sessions, array_agg(ev.price) AS prices, array_agg(ev.quantity) AS quantities,
+       array_agg(ev.is_exposure) AS exposures
 FROM (
     SELECT coalesce(a.canonical_id, e.user_id) AS user_id, e.item_id, e.event_name,
            coalesce(w.weight, f.weight, 0)::float8 AS weight,
@@ -23,7 +24,8 @@ FROM (
            CASE WHEN jsonb_typeof(e.context->'price') = 'number'
                 THEN (e.context->>'price')::float8 ELSE 'NaN'::float8 END AS price,
            CASE WHEN jsonb_typeof(e.context->'quantity') = 'number'
-                THEN (e.context->>'quantity')::float8 ELSE 1 END AS quantity
+                THEN (e.context->>'quantity')::float8 ELSE 1 END AS quantity,
+           e.event_family = 'exposure' AS is_exposure
     FROM events e
     LEFT JOIN identity_aliases a ON a.org_id = e.org_id AND a.alias_id = e.user_id
     LEFT JOIN unnest($2::text[], $3::float8[]) AS w(name, weight) ON w.name = e.event_name

@@ -14,7 +14,7 @@ NOW = 1_800_000_000.0
 HOUR = 3600.0
 DAY = 86400.0
 WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "remove_from_cart": -2.0, "checkout_start": 5.0,
-           "purchase": 10.0}
+           "purchase": 10.0, "impression": 0.0}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Events:
             order_ids=column("order"),
             session_ids=column("session"),
             prices=column("price"),
+            is_exposure=[name == "impression" for name in column("name")],
         )
 
 

@@ -65,6 +65,7 @@ def test_log_columns_must_have_one_length():
             event_names=np.array([], dtype=object), weights=np.zeros(0, np.float32),
             is_purchase=np.zeros(0, bool), timestamps=np.zeros(0), order_ids=np.array([], dtype=object),
             session_ids=np.array([], dtype=object), prices=np.zeros(0), quantities=np.zeros(0),
+            is_exposure=np.zeros(0, bool),
         )
 
 

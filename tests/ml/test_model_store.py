@@ -122,3 +122,19 @@ def test_versions_sort_by_time():
     early, late = new_version(1_795_000_000.0), new_version(1_795_000_001.0)
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", early)
     assert early.startswith("20261118T110640Z-") and early < late
+
+
+def test_a_format_1_bundle_still_loads_without_content_index_or_demotion(tmp_path, models):
+    store = ModelStore(tmp_path)
+    directory = store.save("org", models)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["format"] = 1
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with np.load(directory / "models.npz", allow_pickle=False) as npz:
+        old = {name: npz[name] for name in npz.files
+               if not name.startswith(("content_matrix", "content_tokens", "content_idf", "exposure_penalty"))}
+    np.savez(directory / "models.npz", **old)
+    loaded = store.load("org", models.version)
+    assert loaded.content_matrix.shape == (models.n_items, 0) and loaded.content_tokens.size == 0
+    assert loaded.exposure_penalty.tolist() == [1.0] * models.n_items
+    np.testing.assert_array_equal(loaded.item_factors, models.item_factors)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from app.ml.interactions import CatalogSnapshot, encode_log, item_universe, user_universe
-from app.ml.popularity import popularity_scores, trending_scores
+from app.ml.popularity import exposure_penalty, popularity_scores, trending_scores
 from tests.ml.conftest import DAY, NOW
 
 
@@ -59,3 +59,22 @@ def test_popularity_is_log_scaled_to_unit_max_and_ignores_negative_weights(event
 def test_without_events_everything_is_zero(events, params):
     encoded = encoded_of(events.log(), CatalogSnapshot.build(["a", "b"]))
     assert not popularity_scores(encoded, params).any() and not trending_scores(encoded, params).any()
+
+
+def test_items_shown_often_but_ignored_are_demoted(events, params):
+    for n in range(200):
+        events.add(f"s{n}", "ignored", "impression").add(f"s{n}", "liked", "impression")
+        if n % 5 == 0:
+            events.add(f"s{n}", "liked", "click")
+    for n in range(3):
+        events.add(f"s{n}", "few-shows", "impression")
+    events.add("u", "never-shown", "view")
+    penalty = scores_by_item(encoded_of(events.log()), exposure_penalty(encoded_of(events.log()), params))
+    assert penalty["never-shown"] == 1.0 and penalty["liked"] == 1.0
+    assert penalty["ignored"] < 0.4  # 200 impressions, ~20 engagements expected (one per ten shown), none came
+    assert penalty["few-shows"] > 0.9  # three impressions prove nothing
+
+
+def test_without_impressions_nothing_is_demoted(events, params):
+    events.add("u", "a", "view").add("v", "b", "purchase")
+    assert exposure_penalty(encoded_of(events.log()), params).tolist() == [1.0, 1.0]

@@ -84,3 +84,20 @@ async def test_new_item_appears_in_new_arrivals_without_retrain(
         return ids(data) == ["fresh"] and data["results"][0]["metadata"] == {"title": "just in"}
 
     await eventually(listed, timeout=5)
+
+
+async def test_an_item_shown_often_but_never_engaged_with_is_demoted(
+    client: Any, org: OrgKeys, drain: Any, world: Any
+) -> None:
+    items = [item("ignored"), item("plain"), item("control")]
+    # By views alone "ignored" is the most popular...
+    events = [event(f"u{n}", "view", name) for n in range(10) for name in ("ignored", "plain", "control")]
+    events += [event(f"v{n}", "view", "ignored") for n in range(5)]
+    # ...but it was shown 300 times and never clicked, while "plain" got the usual clicks.
+    events += [{"user_id": f"s{n}", "event_family": "exposure", "event_name": "impression", "item_id": shown}
+               for n in range(300) for shown in ("ignored", "plain")]
+    events += [event(f"s{n}", "click", "plain") for n in range(0, 300, 10)]
+    await world(client, org, drain, items=items, events=events)
+    ranked = ids(await recommend(client, org, strategy="popular", limit=3))
+    assert ranked.index("plain") < ranked.index("ignored")
+    assert ranked.index("control") < ranked.index("ignored")

@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.factories import OrgKeys, event, item
 from tests.recommend.conftest import ids, recommend
+from tests.waiting import eventually
 
 
 async def test_co_purchased_pair_ranks_first_for_each_other(
@@ -89,3 +90,28 @@ async def test_similar_blends_behaviour_and_never_returns_the_item(
     assert data["mode"] == "hybrid"
     assert set(ids(data)) == {"a1", "a2", "a3"}
     assert data["results"][0]["reason"] == "similar_item"
+
+
+async def test_an_item_upserted_after_the_train_has_content_neighbours_at_once(
+    client: Any, org: OrgKeys, drain: Any, world: Any
+) -> None:
+    items = [
+        item("tent-a", attributes={"category": "camping", "brand": "Peak", "title": "two person tent"}),
+        item("tent-b", attributes={"category": "camping", "brand": "Ridge", "title": "family tent"}),
+        item("mug-a", attributes={"category": "kitchen", "brand": "Homey", "title": "tea mug"}),
+        item("mug-b", attributes={"category": "kitchen", "brand": "Homey", "title": "coffee mug"}),
+    ]
+    events = [event(f"u{u}", "view", i["item_id"]) for u in range(4) for i in items]
+    version = await world(client, org, drain, items=items, events=events)
+    fresh = item("tent-new", attributes={"category": "camping", "brand": "Peak", "title": "ultralight tent"})
+    await client.post("/v1/ingest/items/upsert", json=fresh, headers=org.sk)
+    await drain()
+
+    async def placed() -> Any:
+        data = await recommend(client, org, strategy="similar", context_item_id="tent-new", limit=2)
+        return data["mode"] == "semantic" and data
+
+    data = await eventually(placed, timeout=5)
+    assert data["model_version"] == version  # no retrain
+    assert ids(data) == ["tent-a", "tent-b"]
+    assert data["results"][0]["reason"] == "content_similar"

@@ -6,7 +6,7 @@ import numpy as np
 
 from app.ml.als import fold_in_user, user_confidences
 from app.ml.ease import ease_scores
-from app.recommend.ranking import RankContext, Ranking, row
+from app.recommend.ranking import RankContext, Ranking, demote, row
 
 
 def user_scores(ctx: RankContext) -> np.ndarray | None:
@@ -62,7 +62,8 @@ def personalized(ctx: RankContext) -> Ranking | None:
     if scores is None:
         return None
     # Bought items go through `exclude`: out of this answer, fallbacks included.
-    return Ranking(None, scores, "behavioral_match", exclude=purchased_items(ctx))
+    assert ctx.models is not None
+    return Ranking(None, demote(ctx.models, scores), "behavioral_match", exclude=purchased_items(ctx))
 
 
 def price_optimized(ctx: RankContext) -> Ranking | None:

@@ -18,7 +18,7 @@ def _dense(ctx: RankContext, name: str) -> np.ndarray | None:
         return None
 
     def build() -> np.ndarray | bool:
-        values = getattr(models, name).astype(np.float64)
+        values = getattr(models, name).astype(np.float64) * models.exposure_penalty
         return np.where(values > 0, values, -np.inf) if (values > 0).any() else False
 
     dense = ctx.memoised(f"dense:{name}", build)
