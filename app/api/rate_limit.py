@@ -35,12 +35,18 @@ log = logging.getLogger("lehnz.ratelimit")
 _CHECK_TIMEOUT_S = 0.25
 _OUTAGE_LOG_EVERY_S = 30.0
 
-# KEYS[1] = counter of the current window; ARGV[1] = its lifetime in ms. Returns the new count.
+# KEYS[1] = counter of the current window; ARGV[1] = its lifetime in ms, ARGV[2] = how many
+# requests to count. Returns the new count.
 _HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
+# Large org limits are counted in leases: a replica reserves a few requests of the window at
+# once and spends them locally, so most requests make no Redis call. A lease is at most 1% of
+# the limit (and never more than _MAX_LEASE), so replicas can overshoot the shared limit by at
+# most that much each; limits under 100 requests are counted exactly, one by one.
+_MAX_LEASE = 20
 
 
 @lru_cache(maxsize=256)
@@ -73,6 +79,16 @@ class Window:
         ]
 
 
+@dataclass(slots=True)
+class _Lease:
+    """Requests of one window reserved in Redis by this process and not spent yet."""
+
+    window_key: str
+    limit: int
+    counted: int  # the shared counter right after our last reservation
+    unspent: int
+
+
 class RateLimiter:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
@@ -81,22 +97,39 @@ class RateLimiter:
         self.auth_limit = parse_limit(settings.auth_rate_limit)
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
         self._last_outage_log = 0.0
+        self._leases: dict[str, _Lease] = {}
 
-    async def window(self, scope: str, key: str, item: RateLimitItem) -> Window:
+    async def window(self, scope: str, key: str, item: RateLimitItem, *, leased: bool = False) -> Window:
         length_s = int(item.get_expiry())
+        limit = int(item.amount)
         now = time.time()
         index = int(now // length_s)
         counter = redis_keys.rate_limit(scope, f"{key}:{length_s}:{index}")
-        count = await asyncio.wait_for(
-            self._hit(keys=[counter], args=[length_s * 1000 + 1000]), timeout=_CHECK_TIMEOUT_S
-        )
         reset_s = max(1, math.ceil((index + 1) * length_s - now))
-        return Window(limit=int(item.amount), count=int(count), reset_s=reset_s)
+        lease = self._leases.get(key) if leased else None
+        if lease is not None and lease.window_key == counter and lease.limit == limit:
+            if lease.unspent > 0:
+                lease.unspent -= 1
+                return Window(limit=limit, count=lease.counted - lease.unspent, reset_s=reset_s)
+            if lease.counted >= limit:  # the window is used up: no need to ask Redis again
+                return Window(limit=limit, count=lease.counted + 1, reset_s=reset_s)
+        size = min(_MAX_LEASE, limit // 100) if leased else 1
+        size = max(1, size)
+        count = int(await asyncio.wait_for(
+            self._hit(keys=[counter], args=[length_s * 1000 + 1000, size]), timeout=_CHECK_TIMEOUT_S
+        ))
+        first = count - size + 1  # the number this request holds in the shared count
+        if leased:
+            usable = max(0, min(size, limit - first + 1))  # reserved requests still within the limit
+            self._leases[key] = _Lease(counter, limit, count, max(0, usable - 1))
+            if len(self._leases) > 100_000:
+                self._leases.clear()
+        return Window(limit=limit, count=first, reset_s=reset_s)
 
     async def hit_org(self, request: Request, owner: KeyOwner, settings: Settings) -> None:
         item = parse_limit(owner.rate_limit) if owner.rate_limit else self.default_limit
         try:
-            window = await self.window("org", str(owner.org_id), item)
+            window = await self.window("org", str(owner.org_id), item, leased=True)
         except (RedisError, OSError, TimeoutError) as exc:
             self._log_outage(exc)
             return  # fail open: reads keep serving; writes fail later with 503 on the enqueue

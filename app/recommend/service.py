@@ -9,7 +9,9 @@ stay in [0, 1] and non-increasing down the whole list.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +44,13 @@ def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, l
     page_out = _PageBuilder(need=page * limit)
     total = 0
     mode = "fallback"
-    for position, stage in enumerate(fallback_chain(strategy)):
+    chain = fallback_chain(strategy)
+    for position, stage in enumerate(chain):
+        if position > 0 and page_out.missing <= 0:
+            # The page is full: the stages left only add to total_count, and together they add
+            # exactly the available items in the union of their candidates.
+            total += int(np.count_nonzero(available & _candidates_union(chain[position:], ctx)))
+            break
         ranking = stage.rank(ctx)
         if ranking is None:
             continue
@@ -63,6 +71,36 @@ def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, l
         total_count=total,
         mode=mode,
     )
+
+
+_UNIONS_KEPT = 64
+
+
+def _candidates_union(stages: list[Strategy], ctx: RankContext) -> np.ndarray:
+    """Every catalog item some of these stages would list (before filters), remembered per
+    serving snapshot: for most requests counting the fallbacks then costs one mask AND."""
+    cache: OrderedDict[tuple[Any, ...], np.ndarray] = ctx.memo.setdefault("fallback-unions", OrderedDict())
+    key = (tuple(stage.name for stage in stages), ctx.category)
+    union = cache.get(key)
+    if union is None:
+        union = np.zeros(len(ctx.catalog), dtype=bool)
+        for stage in stages:
+            ranking = stage.rank(ctx)
+            if ranking is None:
+                continue
+            if ranking.indices is None:
+                dense = ranking.scores[: len(union)]
+                union[: len(dense)] |= dense > -np.inf
+            else:
+                idx = ranking.indices
+                valid = (idx >= 0) & (idx < len(union)) & np.isfinite(ranking.scores)
+                union[idx[valid]] = True
+        cache[key] = union
+        while len(cache) > _UNIONS_KEPT:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return union
 
 
 class _PageBuilder:

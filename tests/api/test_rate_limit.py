@@ -103,3 +103,29 @@ async def test_with_redis_unreachable_reads_fail_open_and_writes_say_503(app_wit
         assert login.status_code == 503  # the auth limit fails closed
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and {e["field"]: e["issue"] for e in ready.json()["error"]}["redis"].startswith("unavailable")
+
+
+async def test_large_limits_are_counted_in_leases_with_exact_headers(
+    app_with: Any, org: OrgKeys, redis: Any
+) -> None:
+    """Most requests under a large limit make no Redis call: a replica reserves 1% at a time."""
+    async with app_with(rate_limit="2000/day") as client:
+        remaining = []
+        for _ in range(25):
+            response = await client.post("/v1/recommend", json={"strategy": "popular"}, headers=org.pk)
+            remaining.append(int(response.headers["RateLimit-Remaining"]))
+    assert remaining == list(range(1999, 1974, -1))
+    counters = [key async for key in redis.scan_iter(f"lehnz:ratelimit:org:{org.org_id}:*")]
+    assert len(counters) == 1
+    assert int(await redis.get(counters[0])) == 40  # two leases of 20
+
+
+async def test_a_leased_limit_still_stops_at_the_limit_across_replicas(app_with: Any, org: OrgKeys) -> None:
+    async with app_with(rate_limit="200/day") as first, app_with(rate_limit="200/day") as second:
+        accepted = 0
+        for n in range(230):
+            replica = first if n % 2 else second
+            response = await replica.post("/v1/recommend", json={"strategy": "popular"}, headers=org.pk)
+            accepted += response.status_code == 200
+    # Leases of 2 per replica: the shared limit holds to within one lease per replica.
+    assert 198 <= accepted <= 200
