@@ -191,14 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     loadgen = None
     try:
         stack.open()
-        stack.start_api()
-        stack.start_worker()
-        stack.start_floor_server()
-        stack.wait_http("api")
-        stack.wait_http("floor")
-        stack.wait_worker()
-        for name in ("api", "worker", "floor"):
-            sampler.watch(name, stack.children[name].pid)
+        stack.start_measured(sampler)
         sampler.start()
         loadgen = LoadGen(data_dir / "loadgen")
         ds = synthetic(items=10_000, interactions=max(args.pool, 1000), users=5_000)

@@ -357,14 +357,7 @@ def run_speed(
                       **asyncio.run(copy_dataset(stack.database_url or "", org.org_id, ds))}
 
     log("starting api, worker and the floor server")
-    stack.start_api(extra_env=QUIET_TRAINING)
-    stack.start_worker(extra_env=QUIET_TRAINING)
-    stack.start_floor_server()
-    stack.wait_http("api")
-    stack.wait_http("floor")
-    stack.wait_worker()
-    for name in ("api", "worker", "floor"):
-        sampler.watch(name, stack.children[name].pid)
+    stack.start_measured(sampler, extra_env=QUIET_TRAINING)
     api = Api(stack.children["api"].port or 0, org)
     try:
         memory: dict[str, Any] = {"api_rss_mb_started": rss_mb(sampler, "api"),

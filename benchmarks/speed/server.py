@@ -202,6 +202,17 @@ class Stack:
                 raise StartupFailed(f"{child.name} exited with {child.popen.returncode}:\n{child.tail()}")
 
     # --- readiness -------------------------------------------------------------------------
+    def start_measured(self, sampler: ResourceSampler, *, extra_env: dict[str, str] | None = None) -> None:
+        """api, worker and the floor server, ready and watched by the sampler."""
+        self.start_api(extra_env=extra_env)
+        self.start_worker(extra_env=extra_env)
+        self.start_floor_server()
+        self.wait_http("api")
+        self.wait_http("floor")
+        self.wait_worker()
+        for name in ("api", "worker", "floor"):
+            sampler.watch(name, self.children[name].pid)
+
     def wait_http(self, name: str, *, path: str = "/healthz", timeout_s: float = 60.0) -> None:
         import httpx
 
