@@ -115,7 +115,8 @@ def _tuning(protocol: dict[str, Any]) -> list[str]:
     lines.append(f"- EASE `ease_lambda` (with the ALS winner's decay): {grid['ease_lambda']}")
     for name, values in grid["pairs"].items():
         lines.append(f"- pairs `{name}`: {values}")
-    lines.append(f"- `knn_neighbours` (K): {grid['knn_neighbours']}")
+    lines.append(f"- `knn_neighbours` (K): {grid['knn_neighbours']}; the smallest K within 1% of the best "
+                 "session_based validation score wins (memory and training time grow with K)")
     lines.append(f"- baselines: item-kNN K {grid['knn_baseline']}, EASE lambda {grid['ease_baseline']}")
     lines += [
         "",

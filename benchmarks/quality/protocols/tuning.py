@@ -261,12 +261,17 @@ def _retail(
         return {"session hr@10 val": means["hr@10"]}
 
     by_k = {k: session(k) for k in grid.knn_neighbours}
-    k_best = max(grid.knn_neighbours, key=lambda k: (by_k[k]["session hr@10 val"], k == defaults.knn_neighbours))
+    # Every neighbour table, the api's memory and training time grow linearly with K: take the
+    # smallest K within K_TOLERANCE of the best score, not a larger one for a gain inside noise.
+    top = max(m["session hr@10 val"] for m in by_k.values())
+    k_best = min(k for k in grid.knn_neighbours if by_k[k]["session hr@10 val"] >= top * (1 - K_TOLERANCE))
     rows = pairs.rows(lambda c: "pairs " + _describe(c), pair_best)
     rows += [Row(f"K (knn_neighbours)={k}", "candidate", dict(m), "winner" if k == k_best else "")  # type: ignore[arg-type]
              for k, m in by_k.items()]
     return pair_best, k_best, rows
 
+
+K_TOLERANCE = 0.01
 
 _SHORT = {"regularization": "reg", "iterations": "iters", "decay_half_life_days": "decay",
           "pair_half_life_days": "pair_half_life", "pair_lift_weight": "lift_w"}
