@@ -9,6 +9,7 @@ notice it within a second and swap it in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from arq.constants import in_progress_key_prefix
 from sqlalchemy import func, select
 
 from app import redis_keys
@@ -47,16 +49,56 @@ def stop_executor(executor: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
+# While a train runs, its worker keeps "training:<org>" alive. If the worker dies (killed,
+# OOM, machine lost), the key lapses within HEARTBEAT_TTL_S and the scheduler frees the job for
+# another worker, instead of arq keeping it "in progress" for the whole train timeout.
+HEARTBEAT_TTL_S = 30
+_HEARTBEAT_EVERY_S = 10
+
+
+async def _heartbeat(redis: Any, org_id: str, reason: str) -> None:
+    while True:
+        await asyncio.sleep(_HEARTBEAT_EVERY_S)
+        with contextlib.suppress(Exception):
+            await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
+
+
+async def release_orphaned_trains(redis: Any, settings: Settings) -> list[str]:
+    """Train jobs arq still holds "in progress" whose worker stopped beating: let them run again.
+
+    Only jobs in progress for over a minute: a job that has just started may not have set its
+    first heartbeat yet. (arq marks a job in progress for its longest timeout + 10 s.)
+    """
+    started_ttl_ms = (settings.train_job_timeout_s + 10) * 1000
+    released = []
+    async for key in redis.scan_iter(match=f"{in_progress_key_prefix}train:*"):
+        in_progress = key.decode() if isinstance(key, bytes) else key
+        org_id = in_progress.removeprefix(in_progress_key_prefix).removeprefix("train:")
+        running_for_ms = started_ttl_ms - int(await redis.pttl(in_progress))
+        if running_for_ms > 60_000 and not await redis.exists(redis_keys.training(org_id)):
+            await redis.delete(in_progress)
+            released.append(org_id)
+    if released:
+        log.warning("released the train jobs of %d org(s) whose worker died mid-train", len(released))
+    return released
+
+
 async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual") -> dict[str, Any]:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
     started = datetime.now(UTC)
     pending_new = int(await redis.hget(redis_keys.NEW_DATA, org_id) or 0)
-    await redis.set(redis_keys.training(org_id), reason, ex=settings.train_job_timeout_s)
+    await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
     log.info("training org %s (%s)", org_id, reason)
+    heartbeat = asyncio.create_task(_heartbeat(redis, org_id, reason))
     try:
         loop = asyncio.get_running_loop()
-        summary = await loop.run_in_executor(ctx["train_pool"], run_training, org_id, settings.model_dump())
+        try:
+            summary = await loop.run_in_executor(ctx["train_pool"], run_training, org_id, settings.model_dump())
+        finally:
+            heartbeat.cancel()  # and wait for it, so no late beat re-sets the flag cleared below
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
     except asyncio.CancelledError:
         # Stopping or timed out: arq re-queues the job; do not leave "training" set meanwhile.
         await redis.delete(redis_keys.training(org_id))
@@ -113,6 +155,7 @@ async def schedule_training(ctx: dict[str, Any]) -> int:
     and for every org that has events but no model yet (e.g. after a bulk import)."""
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
+    await release_orphaned_trains(redis, settings)
     new_data = {k.decode(): int(v) for k, v in (await redis.hgetall(redis_keys.NEW_DATA)).items()}
     async with ctx["sessions"]() as session:
         last_success = dict(

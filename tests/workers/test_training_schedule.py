@@ -73,3 +73,22 @@ async def test_new_data_triggers_a_retrain_only_after_the_interval(
         redis_keys.train_job_id(org.org_id)
     await drain()
     assert not await _queued(redis, org)
+
+
+async def test_a_train_whose_worker_died_is_released_for_another_worker(
+    org: OrgKeys, settings: Any, redis: Any
+) -> None:
+    """arq keeps a job "in progress" for the whole train timeout; a dead worker's heartbeat
+    lapses after 30 s and the scheduler frees the job (not one that has just started)."""
+    from arq.constants import in_progress_key_prefix
+
+    in_progress = f"{in_progress_key_prefix}{redis_keys.train_job_id(org.org_id)}"
+    full_ttl_ms = (settings.train_job_timeout_s + 10) * 1000
+    await redis.psetex(in_progress, full_ttl_ms - 5_000, b"1")  # started 5 s ago, no beat yet
+    assert await training.release_orphaned_trains(redis, settings) == []
+    await redis.psetex(in_progress, full_ttl_ms - 120_000, b"1")  # two minutes in, beating
+    await redis.set(redis_keys.training(org.org_id), "schedule", ex=training.HEARTBEAT_TTL_S)
+    assert await training.release_orphaned_trains(redis, settings) == []
+    await redis.delete(redis_keys.training(org.org_id))  # the worker died: no more beats
+    assert await training.release_orphaned_trains(redis, settings) == [org.org_id]
+    assert not await redis.exists(in_progress)
