@@ -19,6 +19,7 @@ import pytest
 
 from app.embedded import EmbeddedServers
 from app.settings import Settings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +95,12 @@ async def test_org_create_keys_and_limits_from_the_shell(settings: Settings, cli
     bad_limit = lehnz("org", "set-limit", "--org", slug, "--limit", "lots", env=env)
     assert bad_limit.returncode == 1 and "invalid rate limit" in bad_limit.stderr
     assert lehnz("org", "set-limit", "--org", slug, "--limit", "77/hour", env=env).returncode == 0
-    limited = await client.get("/v1/models/status", headers={"X-API-KEY": org["secret_key"]})
-    assert limited.headers["RateLimit-Limit"] == "77"
+
+    async def limit_shown() -> bool:  # the api drops its cached org within its sync interval
+        limited = await client.get("/v1/models/status", headers={"X-API-KEY": org["secret_key"]})
+        return limited.headers["RateLimit-Limit"] == "77"
+
+    await eventually(limit_shown, timeout=2.0, interval=0.05)
 
     trained = lehnz("train", "--org", slug, "--inline", env=env)
     assert trained.returncode == 0, trained.stderr
