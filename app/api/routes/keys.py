@@ -69,5 +69,6 @@ async def revoke_key(account: CurrentAccount, session: Session, state: State, ke
         revoked = await orgs.revoke_key_pair(session, account.org_id, pair_id)
     if not revoked:
         raise NotFound("No live key pair with this id in your organisation")
+    state.keys.clear()  # this replica refuses it at once; the others on their next sync tick
     await announce_key_change(state.redis)
     return ok({"key_id": key_id, "revoked": True}, message="key pair revoked")
