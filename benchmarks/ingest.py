@@ -179,10 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--pool", type=int, default=20_000, help="distinct events the bodies are made of")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--profile", type=Path, help="py-spy flame graphs of the api and worker here")
     args = parser.parse_args(argv)
 
     from benchmarks.speed.loadgen import LoadGen
-    from benchmarks.speed.server import ResourceSampler, Stack
+    from benchmarks.speed.server import Profiler, ResourceSampler, Stack
     from benchmarks.speed.synthetic import synthetic
 
     data_dir = Path(tempfile.mkdtemp(prefix="lehnz-ingest-bench-"))
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run_ingest(
             stack, loadgen, sampler, pool=event_pool(ds, size=args.pool), api="api", floor="floor", worker="worker",
             concurrency=args.concurrency, duration_s=args.duration, warmup_s=args.warmup,
-            log=lambda m: print(m, file=sys.stderr),
+            log=lambda m: print(m, file=sys.stderr), profiler=Profiler(args.profile) if args.profile else None,
         )
         print_table(result)
         if args.out:
