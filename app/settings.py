@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         default=None, description="dashboard session tokens; random at first start, kept in the data dir"
     )
     jwt_ttl_s: int = 3600
+    metrics_token: str | None = Field(
+        default=None, description="if set, GET /metrics requires Authorization: Bearer <token>"
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["*"],
         description="origins allowed to call the publishable endpoints from a browser",

@@ -52,6 +52,17 @@ async def test_metrics_expose_the_named_series_after_real_traffic(
         assert series in text, series
 
 
+async def test_metrics_token_guards_the_series_when_set(app_with: Any) -> None:
+    async with app_with(metrics_token="scrape-me") as guarded:
+        missing = await guarded.get("/metrics")
+        wrong = await guarded.get("/metrics", headers={"Authorization": "Bearer scrape-you"})
+        right = await guarded.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    for refused in (missing, wrong):
+        assert refused.status_code == 401 and refused.json()["success"] is False
+        assert "lehnz_" not in refused.text
+    assert right.status_code == 200 and "lehnz_http_requests_total" in right.text
+
+
 async def test_one_json_line_per_request_without_secrets(app_with: Any, org: OrgKeys) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import PlainTextResponse, Response
@@ -13,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from app import metrics, redis_keys
 from app.api.deps import State
 from app.api.envelope import failure, ok
-from app.errors import field_error
+from app.errors import Unauthorized, field_error
 from app.schemas.envelope import ErrorEnvelope
 
 router = APIRouter(tags=["health"])
@@ -60,8 +61,15 @@ async def readyz(state: State) -> Any:
     include_in_schema=True,
     # Prometheus text exposition, not JSON: documented as such so clients and fuzzers agree.
     response_class=PlainTextResponse,
+    responses={401: {"model": ErrorEnvelope, "description": "LEHNZ_METRICS_TOKEN is set and not presented"}},
 )
-async def prometheus_metrics(state: State) -> Response:
+async def prometheus_metrics(request: Request, state: State) -> Response:
+    # Series carry org ids; where /metrics is reachable from outside, a token keeps them private.
+    token = state.settings.metrics_token
+    if token and not hmac.compare_digest(
+        request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()
+    ):
+        raise Unauthorized("GET /metrics requires Authorization: Bearer <LEHNZ_METRICS_TOKEN>")
     await _collect_shared(state)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
