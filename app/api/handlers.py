@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from app.api.envelope import failure
 from app.api.middleware import internal_error
@@ -44,7 +45,27 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     message = _HTTP_MESSAGES.get(exc.status_code) or str(exc.detail)
     if exc.status_code == 404 and exc.detail and exc.detail != "Not Found":
         message = str(exc.detail)
-    return failure(exc.status_code, message, message, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request) or (headers or {}).get("Allow", "")}
+    return failure(exc.status_code, message, message, headers=headers)
+
+
+_HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}
+
+
+def _allowed_methods(request: Request) -> str:
+    """Starlette's 405 names only the first route matching the path; one path may have several.
+
+    Read from the OpenAPI document (built once, cached by FastAPI), the public list of routes.
+    """
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].fullmatch(request.url.path):
+            methods |= {method.upper() for method in operations if method.upper() in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:

@@ -275,8 +275,10 @@ async def test_unknown_path_and_method_use_the_envelope(client: Any) -> None:
     assert response.status_code == 404
     assert_envelope(response.json(), success=False)
     response = await client.get(ITEMS)
-    assert response.status_code == 405
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
     assert_envelope(response.json(), success=False)
+    both = await client.put("/v1/keys")  # GET and POST share this path
+    assert both.status_code == 405 and both.headers["Allow"] == "GET, HEAD, POST"
 
 
 async def test_hostile_values_are_rejected_with_400(client: Any, org: OrgKeys) -> None:
