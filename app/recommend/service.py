@@ -131,13 +131,38 @@ def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> 
     ok = available[:m] & (raw > -np.inf)  # also drops NaN
     count = int(np.count_nonzero(ok))
     if count and out.missing > 0:
-        masked = np.where(ok, raw, -np.inf)
-        order = top_order(masked, None, min(out.missing, count))
-        high = float(masked[order[0]])
-        low = float(np.min(raw, where=ok, initial=np.inf))
+        order = _dense_top(raw, ok, min(out.missing, count))
+        high = float(raw[order[0]])
+        # The lowest candidate only matters when some go negative (normalise divides by the best
+        # otherwise), and finding it costs ten plain mins: look for it only then.
+        low = float(raw.min())
+        if not low >= 0:  # negative, -inf placeholders or NaN somewhere in the vector
+            low = float(raw[ok].min()) if np.any(ok & (raw < 0)) else 0.0
         out.extend(order, normalise(raw[order].astype(np.float64), high=high, low=low), [ranking.reason] * order.size)
     available[:m] &= ~ok
     return count
+
+
+_SHORTLIST_MIN = 256
+
+
+def _dense_top(raw: np.ndarray, ok: np.ndarray, k: int) -> np.ndarray:
+    """top_order of the candidates (`ok`) of a whole-catalog vector, usually without masking it.
+
+    The best few hundred by raw score are taken first; if k candidates among them beat the
+    worst of that shortlist, nothing outside it can enter the page (ties included). Otherwise
+    (narrow filters, NaN in the vector) the whole vector is masked and ranked.
+    """
+    n = raw.size
+    size = max(4 * k, _SHORTLIST_MIN)
+    if size < n:
+        shortlist = np.argpartition(raw, n - size)[n - size:]
+        candidates = shortlist[ok[shortlist]]
+        if candidates.size >= k:
+            picked = candidates[top_order(raw[candidates], candidates, k)]
+            if raw[picked[-1]] > raw[shortlist].min():  # NaN compares False: the full path
+                return picked
+    return top_order(np.where(ok, raw, -np.inf), None, k)
 
 
 def _sparse_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> int:
@@ -160,15 +185,17 @@ def top_order(scores: np.ndarray, indices: np.ndarray | None, k: int) -> np.ndar
     """Positions of the k best by (score desc, catalog index asc): deterministic across pages.
 
     `indices` are the catalog indices of the positions (None: the position is the index).
+    Scores must hold no NaN. Hot path over the whole catalog: no full-size temporaries
+    beyond the partition itself (a negated copy or an arange of 100k costs more than the
+    partition).
     """
     n = scores.size
-    keys = np.arange(n) if indices is None else indices
     if k >= n:
-        return np.lexsort((keys, -scores))
-    part = np.argpartition(-scores, k - 1)[:k]
-    threshold = scores[part].min()
+        return np.lexsort((np.arange(n) if indices is None else indices, -scores))
+    threshold = scores[np.argpartition(scores, n - k)[n - k:]].min()
     ties_in = np.flatnonzero(scores >= threshold)  # everything tied at the cut competes by index
-    return ties_in[np.lexsort((keys[ties_in], -scores[ties_in]))][:k]
+    keys = ties_in if indices is None else indices[ties_in]
+    return ties_in[np.lexsort((keys, -scores[ties_in]))][:k]
 
 
 def normalise(scores: np.ndarray, *, high: float, low: float) -> np.ndarray:

@@ -21,6 +21,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, example, given, settings
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 from app import redis_keys
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, REGISTRY, USER
+from app.recommend.service import _dense_top, top_order
 from app.storage import orgs
 from tests.factories import OrgKeys, create_org, event, item
 from tests.fuzz.support import parked_errors
@@ -540,3 +542,50 @@ async def test_every_generated_valid_batch_is_persisted_without_being_parked(
     await drain()
     assert await redis.zcard(redis_keys.pending(ingest_org.org_id)) == 0
     assert await parked_errors(redis, ingest_org.org_id) == []
+
+
+# --- top_order: the page's order is the full sort's prefix, ties broken by catalog index -------
+
+@PROPERTY
+@given(
+    scores=st.lists(st.sampled_from([-np.inf, -2.5, -1.0, 0.0, 0.5, 1.0, 3.0]), min_size=1, max_size=60),
+    k=st.integers(min_value=1, max_value=70),
+    sparse=st.booleans(),
+)
+def test_top_order_is_the_prefix_of_the_full_sort(scores: list[float], k: int, sparse: bool) -> None:
+    values = np.asarray(scores, dtype=np.float32)
+    # Sparse rankings carry their own catalog indices, in any order.
+    indices = np.random.default_rng(len(scores)).permutation(1000)[: values.size] if sparse else None
+    keys = indices if indices is not None else np.arange(values.size)
+    expected = sorted(range(values.size), key=lambda p: (-values[p], keys[p]))[:k]
+    assert top_order(values, indices, k).tolist() == expected
+
+
+@PROPERTY
+@given(
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    n=st.integers(min_value=1, max_value=3000),
+    k=st.integers(min_value=1, max_value=100),
+    available=st.sampled_from([1.0, 0.5, 0.01]),
+    levels=st.sampled_from([-1, 1, 3, 50, 0]),  # all tied, few distinct scores ... continuous
+    nan=st.booleans(),
+)
+@example(seed=0, n=1000, k=10, available=1.0, levels=-1, nan=False)  # the shortlist cuts a tie
+def test_the_dense_shortlist_ranks_as_the_whole_vector_would(
+    seed: int, n: int, k: int, available: float, levels: int, nan: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    raw = rng.standard_normal(n)
+    if levels < 0:
+        raw = np.ones(n)
+    elif levels:
+        raw = np.round(raw * levels) / levels
+    raw[rng.random(n) < 0.2] = -np.inf  # not a candidate of this strategy
+    if nan:
+        raw[rng.integers(0, n)] = np.nan
+    ok = (rng.random(n) < available) & (raw > -np.inf)
+    if not ok.any():
+        return
+    k = min(k, int(ok.sum()))
+    expected = top_order(np.where(ok, raw, -np.inf), None, k)
+    assert _dense_top(raw, ok, k).tolist() == expected.tolist()
