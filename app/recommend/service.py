@@ -131,7 +131,7 @@ def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> 
     ok = available[:m] & (raw > -np.inf)  # also drops NaN
     count = int(np.count_nonzero(ok))
     if count and out.missing > 0:
-        order = _dense_top(raw, ok, min(out.missing, count))
+        order = _dense_top(raw, ok, min(out.missing, count), count)
         high = float(raw[order[0]])
         # The lowest candidate only matters when some go negative (normalise divides by the best
         # otherwise), and finding it costs ten plain mins: look for it only then.
@@ -146,23 +146,25 @@ def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> 
 _SHORTLIST_MIN = 256
 
 
-def _dense_top(raw: np.ndarray, ok: np.ndarray, k: int) -> np.ndarray:
-    """top_order of the candidates (`ok`) of a whole-catalog vector, usually without masking it.
+def _dense_top(raw: np.ndarray, ok: np.ndarray, k: int, count: int) -> np.ndarray:
+    """top_order of the `count` candidates (`ok`) of a whole-catalog vector, without masking it.
 
-    The best few hundred by raw score are taken first; if k candidates among them beat the
-    worst of that shortlist, nothing outside it can enter the page (ties included). Otherwise
-    (narrow filters, NaN in the vector) the whole vector is masked and ranked.
+    When candidates are most of the catalog, the best few hundred by raw score come first: if k
+    candidates among them beat the worst of that shortlist, nothing outside it can enter the
+    page (ties included). Otherwise (narrow filters, sparse vectors, NaN, big ties) only the
+    candidates are ranked.
     """
     n = raw.size
     size = max(4 * k, _SHORTLIST_MIN)
-    if size < n:
-        shortlist = np.argpartition(raw, n - size)[n - size:]
-        candidates = shortlist[ok[shortlist]]
-        if candidates.size >= k:
-            picked = candidates[top_order(raw[candidates], candidates, k)]
-            if raw[picked[-1]] > raw[shortlist].min():  # NaN compares False: the full path
+    if size < n and count * 4 >= n:
+        shortlist = np.argpartition(-raw, size - 1)[:size]
+        picks = shortlist[ok[shortlist]]
+        if picks.size >= k:
+            picked = picks[top_order(raw[picks], picks, k)]
+            if raw[picked[-1]] > raw[shortlist].min():  # NaN compares False: rank the candidates
                 return picked
-    return top_order(np.where(ok, raw, -np.inf), None, k)
+    candidates = np.flatnonzero(ok)
+    return candidates[top_order(raw[candidates], candidates, k)]
 
 
 def _sparse_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> int:
@@ -185,14 +187,15 @@ def top_order(scores: np.ndarray, indices: np.ndarray | None, k: int) -> np.ndar
     """Positions of the k best by (score desc, catalog index asc): deterministic across pages.
 
     `indices` are the catalog indices of the positions (None: the position is the index).
-    Scores must hold no NaN. Hot path over the whole catalog: no full-size temporaries
-    beyond the partition itself (a negated copy or an arange of 100k costs more than the
-    partition).
+    Scores must hold no NaN. Hot path over the whole catalog: no full-size temporaries beyond
+    the partition's (an arange of 100k for the tie keys cost more than the partition).
     """
     n = scores.size
     if k >= n:
         return np.lexsort((np.arange(n) if indices is None else indices, -scores))
-    threshold = scores[np.argpartition(scores, n - k)[n - k:]].min()
+    # Selecting the k smallest of the negation: numpy's introselect slows down tenfold when
+    # it selects the k largest over many equal values (-inf placeholders, integer counts).
+    threshold = scores[np.argpartition(-scores, k - 1)[:k]].min()
     ties_in = np.flatnonzero(scores >= threshold)  # everything tied at the cut competes by index
     keys = ties_in if indices is None else indices[ties_in]
     return ties_in[np.lexsort((keys, -scores[ties_in]))][:k]

@@ -588,4 +588,4 @@ def test_the_dense_shortlist_ranks_as_the_whole_vector_would(
         return
     k = min(k, int(ok.sum()))
     expected = top_order(np.where(ok, raw, -np.inf), None, k)
-    assert _dense_top(raw, ok, k).tolist() == expected.tolist()
+    assert _dense_top(raw, ok, k, int(ok.sum())).tolist() == expected.tolist()
