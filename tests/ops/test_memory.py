@@ -1,0 +1,38 @@
+"""The api's allocator keeps catalog-sized buffers for reuse instead of re-faulting them per request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_FREED_BYTES_KEPT = """
+import ctypes, sys
+import numpy as np
+from app.memory import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "tuned":
+    assert keep_freed_memory()
+buffer = np.ones(1_000_000)  # 8 MB, a large catalog's score vector
+del buffer
+print(libc.mallinfo2().fordblks)
+"""
+
+
+def _freed_bytes_kept(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _FREED_BYTES_KEPT, mode], capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_catalog_buffers_stay_in_the_process_for_the_next_request() -> None:
+    assert _freed_bytes_kept("default") < 8_000_000  # glibc gives an 8 MB block back at once
+    assert _freed_bytes_kept("tuned") >= 8_000_000
