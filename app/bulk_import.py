@@ -486,9 +486,11 @@ async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -
             await pipe.execute()
     except (RedisError, OSError) as exc:
         return [
-            f"the import is committed, but Redis is unreachable ({exc}): api replicas pick up catalog "
-            "changes at their next full refresh, the scheduler does not know about the new events "
-            "(run `lehnz train`), and real-time strategies do not see the new aliases"
+            (
+                f"the import is committed, but Redis is unreachable ({exc}): api replicas pick up catalog "
+                "changes at their next full refresh, the scheduler does not know about the new events "
+                "(run `lehnz train`), and real-time strategies do not see the new aliases"
+            )
         ]
     finally:
         await client.aclose()

@@ -16,14 +16,14 @@ from typing import Annotated, Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import orjson  # noqa: E402
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
 
-from app import logs  # noqa: E402
-from app.embedded import embedded_for  # noqa: E402
-from app.settings import Settings, get_settings  # noqa: E402
+from app import logs
+from app.embedded import embedded_for
+from app.settings import Settings, get_settings
 
 cli = typer.Typer(
     name="lehnz",

@@ -174,7 +174,7 @@ class Queue:
 
 
 class _Batch:
-    __slots__ = ("records", "done")
+    __slots__ = ("done", "records")
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from app.embedded import EmbeddedServers  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from tests.factories import OrgKeys, create_org  # noqa: E402
+from app.embedded import EmbeddedServers
+from app.settings import Settings
+from tests.factories import OrgKeys, create_org
 
 
 def _dump_asyncio_tasks(signum: int, frame: object) -> None:

@@ -26,7 +26,7 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
             deleted = await events.delete_user_events(session, org_uuid, ids, received_before=requested_at)
             await session.execute(delete(User).where(User.org_id == org_uuid, User.user_id.in_(ids)))
             await identity.delete_aliases(session, org_uuid, canonical)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(
             ctx, exc, function="erase_user",
             kwargs={"org_id": org_id, "user_id": user_id, "requested_at": requested_at}, kind="erasures", records=1,

@@ -24,7 +24,7 @@ async def ingest_items(ctx: dict[str, Any], *, org_id: str, records: list[dict[s
     try:
         async with ctx["sessions"]() as session, session.begin():
             await catalog.upsert_items(session, uuid.UUID(org_id), records)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="ingest_items", kwargs=_kw(org_id, records), kind="items",
                              records=len(records))
         return 0
@@ -45,7 +45,7 @@ async def ingest_users(ctx: dict[str, Any], *, org_id: str, records: list[dict[s
     try:
         async with ctx["sessions"]() as session, session.begin():
             await catalog.upsert_users(session, uuid.UUID(org_id), records)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="ingest_users", kwargs=_kw(org_id, records), kind="users",
                              records=len(records))
         return 0
@@ -72,7 +72,7 @@ async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[
             aliases = await identity.stitch_all(
                 session, org_uuid, [(r["previous_user_id"], r["user_id"]) for r in identifies]
             )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="ingest_events", kwargs=_kw(org_id, records), kind="events",
                              records=len(records))
         return 0
@@ -107,7 +107,7 @@ async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> 
     try:
         async with ctx["sessions"]() as session, session.begin():
             await served.insert_served(session, rows)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="persist_served", kwargs={"rows": rows}, kind="served",
                              records=len(rows))
         return 0

@@ -62,7 +62,7 @@ class RequestContextMiddleware:
         else:
             try:
                 await self.app(scope, self._capped(receive), send_wrapper)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the last resort: a 500 envelope, never a stack trace
                 # Anything no handler claimed: log it with the request id, answer a 500
                 # envelope that says nothing about the cause (unless a response already began).
                 error_log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"],

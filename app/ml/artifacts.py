@@ -9,6 +9,7 @@ Neighbour-table rows are stored best-first (see topk.py); the round trip keeps t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -193,7 +194,7 @@ def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     raw = blob.tobytes()
     bounds = offsets.tolist()
     out = np.empty(len(bounds) - 1, dtype=object)
-    out[:] = [raw[start:stop].decode("utf-8") for start, stop in zip(bounds[:-1], bounds[1:])]
+    out[:] = [raw[start:stop].decode("utf-8") for start, stop in itertools.pairwise(bounds)]
     return out
 
 

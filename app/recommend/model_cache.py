@@ -100,7 +100,7 @@ class ModelCache:
         for org_id in org_ids[: self._max_orgs]:
             try:
                 await self.get(org_id)
-            except Exception:  # noqa: BLE001 - a broken org must not stop the others loading
+            except Exception:
                 log.exception("preloading org %s failed", org_id)
 
     @staticmethod
@@ -164,7 +164,7 @@ class ModelCache:
                 rows = await self._catalog_rows(org_id, since=since)
                 catalog = await asyncio.to_thread(snapshot.catalog.apply, rows) if rows else snapshot.catalog
                 self._install(replace(snapshot, catalog=catalog, catalog_version=catalog_version))
-        except Exception:  # noqa: BLE001 - keep serving the current snapshot; the next tick retries
+        except Exception:
             log.exception("updating org %s failed; still serving the previous snapshot", org_id)
 
     def _install(self, snapshot: OrgSnapshot) -> None:

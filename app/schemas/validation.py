@@ -51,7 +51,6 @@ def field_errors(exc: ValidationError, *, prefix: str | None, indexed: bool) -> 
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
         field = (head + path).lstrip(".") or "(record)"
         message = err["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+        message = message.removeprefix("Value error, ")
         errors.append(field_error(field, message))
     return errors

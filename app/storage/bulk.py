@@ -37,8 +37,10 @@ STAGING: dict[str, tuple[str, tuple[str, ...], str]] = {
         "_import_events",
         ("event_id", "user_id", "event_family", "event_name", "item_id", "previous_user_id",
          "recommendation_id", "context", "occurred_at"),
-        "event_id uuid, user_id text, event_family text, event_name text, item_id text, "
-        "previous_user_id text, recommendation_id text, context jsonb, occurred_at float8",
+        (
+            "event_id uuid, user_id text, event_family text, event_name text, item_id text, "
+            "previous_user_id text, recommendation_id text, context jsonb, occurred_at float8"
+        ),
     ),
 }
 

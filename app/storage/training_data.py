@@ -69,7 +69,7 @@ async def load(
             list(family_weights.values()),
         )
         items = await conn.fetch(_ITEMS, org_id)
-    events = {key: list(row[key] or []) for key in row.keys()}
+    events = {key: list(row[key] or []) for key in row.keys()}  # noqa: SIM118 - a Record iterates its values
     return RawTrainingData(events=events, items=items)
 
 

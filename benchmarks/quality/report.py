@@ -70,8 +70,8 @@ def markdown(report: dict[str, Any]) -> str:
         for goal in protocol["goals"]:
             parts.append(f"| {protocol['key']} | {goal['text']} | {'yes' if goal['met'] else '**no**'} | "
                          f"{goal['detail']} |")
-    parts += ["", "A difference smaller than about twice its standard error is a tie: the query sample alone "
-              "could reverse it."]
+    parts += ["", ("A difference smaller than about twice its standard error is a tie: the query sample alone "
+                   "could reverse it.")]
     gaps = [(p, g) for p in protocols for g in p["goals"] if not g["met"] and g.get("closing")]
     if gaps:
         parts += ["", "**Gaps and what would close them.**", ""]

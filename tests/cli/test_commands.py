@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def lehnz(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def external_env(settings: Settings) -> dict[str, str]:

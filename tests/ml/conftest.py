@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from app.ml.interactions import CatalogSnapshot, InteractionLog, TrainParams
+from app.ml.interactions import (
+    CatalogSnapshot,
+    EncodedLog,
+    InteractionLog,
+    TrainParams,
+    encode_log,
+    item_universe,
+    user_universe,
+)
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -42,7 +50,7 @@ class Events:
         return self
 
     def log(self) -> InteractionLog:
-        column = lambda key: [row[key] for row in self.rows]  # noqa: E731
+        column = lambda key: [row[key] for row in self.rows]
         return InteractionLog.build(
             user_ids=column("user"),
             item_ids=column("item"),
@@ -89,3 +97,9 @@ def taste_clusters(events: Events) -> TasteClusters:
                 events.add(f"{group}{user}", f"{prefix}{item}", "click", t=NOW - days_ago * DAY)
     catalog = CatalogSnapshot.build([f"a{i}" for i in range(8)] + [f"b{i}" for i in range(8)])
     return TasteClusters(events.log(), catalog)
+
+
+def encoded_of(log: InteractionLog, catalog: CatalogSnapshot | None = None) -> EncodedLog:
+    """The log encoded over its own items and users (plus the catalog's items, if given)."""
+    catalog = catalog if catalog is not None else CatalogSnapshot.empty()
+    return encode_log(log, item_universe(log, catalog), user_universe(log))

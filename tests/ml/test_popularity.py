@@ -1,12 +1,8 @@
 import numpy as np
 
-from app.ml.interactions import CatalogSnapshot, encode_log, item_universe, user_universe
+from app.ml.interactions import CatalogSnapshot
 from app.ml.popularity import exposure_penalty, popularity_scores, trending_scores
-from tests.ml.conftest import DAY, NOW
-
-
-def encoded_of(log, catalog=CatalogSnapshot.empty()):
-    return encode_log(log, item_universe(log, catalog), user_universe(log))
+from tests.ml.conftest import DAY, NOW, encoded_of
 
 
 def stream(events, item, per_day, start_day, end_day):

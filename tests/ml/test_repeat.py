@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from app.ml.interactions import CatalogSnapshot, encode_log, item_universe, user_universe
+from app.ml.interactions import CatalogSnapshot
 from app.ml.repeat import (
     MIN_LOG_PRICE_SPREAD,
     UNKNOWN_CYCLE_SCORE,
@@ -13,11 +13,7 @@ from app.ml.repeat import (
     purchase_history,
     user_price_band,
 )
-from tests.ml.conftest import DAY, NOW
-
-
-def encoded_of(log, catalog=CatalogSnapshot.empty()):
-    return encode_log(log, item_universe(log, catalog), user_universe(log))
+from tests.ml.conftest import DAY, NOW, encoded_of
 
 
 def at(matrix, encoded, user, item):

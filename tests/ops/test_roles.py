@@ -166,7 +166,7 @@ def role_environment(backend: RolesBackend, tmp_path: Path) -> dict[str, str]:
 
 
 def run_check(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(executable(argv), env=env, cwd=cwd, capture_output=True, timeout=30)
+    return subprocess.run(executable(argv), env=env, cwd=cwd, capture_output=True, timeout=30, check=False)
 
 
 async def test_compose_roles_migrate_serve_ingest_and_stop_gracefully(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -56,8 +56,8 @@ class RecommendationAnalytics(BaseModel):
 async def recommendation_analytics(
     org: SecretOrg,
     session: Session,
-    since: datetime | None = Query(default=None, description="ISO 8601; default 30 days ago"),
-    until: datetime | None = Query(default=None, description="ISO 8601; default now"),
+    since: Annotated[datetime | None, Query(description="ISO 8601; default 30 days ago")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601; default now")] = None,
 ) -> Any:
     until_at = _aware(until) if until else datetime.now(UTC)
     since_at = _aware(since) if since else until_at - _DEFAULT_WINDOW
