@@ -108,6 +108,12 @@ class OrgModels:
         return item_gram(self.item_factors)
 
     @cached_property
+    def exposure_demotion(self) -> np.ndarray | None:
+        """1 - exposure_penalty, once per loaded bundle; None when no item is demoted."""
+        demotion = (1.0 - self.exposure_penalty).astype(np.float32)
+        return demotion if demotion.any() else None
+
+    @cached_property
     def content_token_index(self) -> dict[str, int]:
         return {token: j for j, token in enumerate(self.content_tokens.tolist())}
 

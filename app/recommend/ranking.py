@@ -131,4 +131,10 @@ def neighbour_blend(
 def demote(models: OrgModels, scores: np.ndarray) -> np.ndarray:
     """Model-wide scores with the exposure demotion applied; works for negative scores too
     (a demoted item always moves down: s - (1 - penalty) * |s|)."""
-    return scores - (1.0 - models.exposure_penalty[: len(scores)]) * np.abs(scores)
+    demotion = models.exposure_demotion
+    if demotion is None:
+        return scores
+    demoted = np.abs(scores)  # one catalog-sized temporary, the rest in place
+    demoted *= demotion[: len(scores)]
+    np.subtract(scores, demoted, out=demoted)
+    return demoted

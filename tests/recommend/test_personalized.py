@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
+from app.recommend.ranking import demote
 from tests.factories import OrgKeys, event, item
 from tests.recommend.conftest import ids, recommend
 from tests.waiting import eventually
@@ -101,3 +105,11 @@ async def test_identify_stitches_anonymous_history_into_recommendations(
     await eventually(stitched)
     data = await recommend(client, org, strategy="personalized", user_id="member-77", limit=5)
     assert data["mode"] == "behavioral" and set(ids(data)) <= set(COOK)
+
+
+def test_demotion_moves_a_shown_but_ignored_item_down_whatever_the_sign_of_its_score() -> None:
+    scores = np.array([2.0, -1.0, 1.0], dtype=np.float32)
+    models = SimpleNamespace(exposure_demotion=np.array([0.5, 0.5, 0.0], dtype=np.float32))
+    assert demote(models, scores).tolist() == [1.0, -1.5, 1.0]  # type: ignore[arg-type]
+    assert scores.tolist() == [2.0, -1.0, 1.0]  # the model's scores are not touched
+    assert demote(SimpleNamespace(exposure_demotion=None), scores) is scores  # type: ignore[arg-type]
