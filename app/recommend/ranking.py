@@ -35,6 +35,8 @@ class Ranking:
     mode: str | None = None  # overrides the registry's mode (e.g. `similar` answered by content only)
     # Items that must not appear anywhere in the answer, fallbacks included (e.g. already bought).
     exclude: np.ndarray | None = None
+    # Dense only, for vectors reused across requests: every candidate, best first (see best_first).
+    order: np.ndarray | None = None
 
     @classmethod
     def from_weights(
@@ -126,6 +128,13 @@ def neighbour_blend(
                 accumulate(weights, cols, vals, table_weight * source_weight)
     penalty = models.exposure_penalty
     return {i: w * float(penalty[i]) for i, w in weights.items()}
+
+
+def best_first(scores: np.ndarray) -> np.ndarray:
+    """The indices of a dense vector's candidates (finite scores), best first, ties by index:
+    the order the service pages through, computed once for a vector many requests rank."""
+    candidates = np.flatnonzero(scores > -np.inf)
+    return candidates[np.lexsort((candidates, -scores[candidates]))]
 
 
 def demote(models: OrgModels, scores: np.ndarray) -> np.ndarray:

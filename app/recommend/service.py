@@ -131,7 +131,9 @@ def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> 
     ok = available[:m] & (raw > -np.inf)  # also drops NaN
     count = int(np.count_nonzero(ok))
     if count and out.missing > 0:
-        order = _dense_top(raw, ok, min(out.missing, count), count)
+        # A precomputed order covers the whole vector; unusable if the catalog is shorter.
+        along = ranking.order if ranking.scores.size == m else None
+        order = _dense_top(raw, ok, min(out.missing, count), count, along)
         high = float(raw[order[0]])
         # The lowest candidate only matters when some go negative (normalise divides by the best
         # otherwise), and finding it costs ten plain mins: look for it only then.
@@ -146,16 +148,25 @@ def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> 
 _SHORTLIST_MIN = 256
 
 
-def _dense_top(raw: np.ndarray, ok: np.ndarray, k: int, count: int) -> np.ndarray:
+def _dense_top(raw: np.ndarray, ok: np.ndarray, k: int, count: int, order: np.ndarray | None) -> np.ndarray:
     """top_order of the `count` candidates (`ok`) of a whole-catalog vector, without masking it.
 
-    When candidates are most of the catalog, the best few hundred by raw score come first: if k
-    candidates among them beat the worst of that shortlist, nothing outside it can enter the
-    page (ties included). Otherwise (narrow filters, sparse vectors, NaN, big ties) only the
-    candidates are ranked.
+    With the vector's precomputed `order` (Ranking.order), the answer is the first k candidates
+    along it, which a prefix a few times k long usually holds. Without one, when candidates
+    are most of the catalog, the best few hundred by raw score come first: if k candidates
+    among them beat the worst of that shortlist, nothing outside it can enter the page (ties
+    included). Otherwise (narrow filters, sparse vectors, NaN, big ties) only the candidates
+    are ranked.
     """
     n = raw.size
     size = max(4 * k, _SHORTLIST_MIN)
+    if order is not None:
+        while True:
+            head = order[:size]
+            picks = head[ok[head]]
+            if picks.size >= k or size >= order.size:
+                return picks[:k]
+            size *= 4
     if size < n and count * 4 >= n:
         shortlist = np.argpartition(-raw, size - 1)[:size]
         picks = shortlist[ok[shortlist]]

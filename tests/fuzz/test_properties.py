@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app import redis_keys
+from app.recommend.ranking import best_first
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, REGISTRY, USER
 from app.recommend.service import _dense_top, top_order
 from app.storage import orgs
@@ -588,4 +589,7 @@ def test_the_dense_shortlist_ranks_as_the_whole_vector_would(
         return
     k = min(k, int(ok.sum()))
     expected = top_order(np.where(ok, raw, -np.inf), None, k)
-    assert _dense_top(raw, ok, k, int(ok.sum())).tolist() == expected.tolist()
+    assert _dense_top(raw, ok, k, int(ok.sum()), None).tolist() == expected.tolist()
+    # A vector reused across requests carries its order; walking it gives the same page.
+    order = best_first(raw)
+    assert _dense_top(raw, ok, k, int(ok.sum()), order).tolist() == expected.tolist()

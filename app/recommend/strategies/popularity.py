@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.recommend.catalog import value_key
-from app.recommend.ranking import RankContext, Ranking
+from app.recommend.ranking import RankContext, Ranking, best_first
 
 
 def _dense(ctx: RankContext, name: str) -> np.ndarray | None:
@@ -27,7 +27,9 @@ def _dense(ctx: RankContext, name: str) -> np.ndarray | None:
 
 def _vector(ctx: RankContext, name: str, *, reason: str) -> Ranking | None:
     dense = _dense(ctx, name)
-    return None if dense is None else Ranking(None, dense, reason)
+    if dense is None:
+        return None
+    return Ranking(None, dense, reason, order=ctx.memoised(f"order:{name}", lambda: best_first(dense)))
 
 
 def trending(ctx: RankContext) -> Ranking | None:
@@ -77,4 +79,6 @@ def new_arrivals(ctx: RankContext) -> Ranking | None:
         return np.where(dated, 0.05 + 0.95 * newness / (span + _TRACTION_S), -np.inf)
 
     dense = ctx.memoised("dense:new-arrivals", build)
-    return None if dense is False else Ranking(None, dense, "new_arrival")
+    if dense is False:
+        return None
+    return Ranking(None, dense, "new_arrival", order=ctx.memoised("order:new-arrivals", lambda: best_first(dense)))
