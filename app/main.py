@@ -16,7 +16,7 @@ from app.api.rate_limit import RateLimiter
 from app.api.routes import analytics, auth, health, ingest, keys, models, recommend, users
 from app.api.state import AppState
 from app.api.sync import SyncLoop
-from app.memory import keep_freed_memory
+from app.memory import collect_less_often, keep_freed_memory
 from app.model_store import ModelStore
 from app.queue import IngestBatcher, Queue, create_redis
 from app.recommend.model_cache import ModelCache
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keep_freed_memory()  # catalog-sized temporaries per request: reuse them, do not re-fault them
+        collect_less_often()  # big ingest batches: far fewer GC passes over the heap
         engine = create_engine(settings.database_url or "")
         sessions = create_session_factory(engine)
         redis = create_redis(settings.redis_url or "")

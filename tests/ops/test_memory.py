@@ -36,3 +36,33 @@ def _freed_bytes_kept(mode: str) -> int:
 def test_freed_catalog_buffers_stay_in_the_process_for_the_next_request() -> None:
     assert _freed_bytes_kept("default") < 8_000_000  # glibc gives an 8 MB block back at once
     assert _freed_bytes_kept("tuned") >= 8_000_000
+
+
+_GC_PASSES_PER_BATCH = """
+import gc, sys
+from app.memory import collect_less_often
+from app.schemas.ingest import EventIn
+from app.schemas.validation import validate_batch
+
+if sys.argv[1] == "tuned":
+    collect_less_often()
+batch = [{"user_id": f"u{n}", "event_family": "engagement", "event_name": "view", "item_id": f"i{n}",
+          "context": {"session_id": "s"}, "timestamp": "2026-11-01T10:00:00Z"} for n in range(1000)]
+validate_batch(EventIn, batch, name="events", single=False)
+gc.collect()
+before = sum(generation["collections"] for generation in gc.get_stats())
+for _ in range(5):
+    validate_batch(EventIn, batch, name="events", single=False)
+print(sum(generation["collections"] for generation in gc.get_stats()) - before)
+"""
+
+
+def _gc_passes(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _GC_PASSES_PER_BATCH, mode], capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout)
+
+
+def test_a_big_ingest_batch_costs_at_most_one_gc_pass_not_dozens() -> None:
+    assert _gc_passes("default") >= 20  # CPython's 700-object young generation: every ~700 objects
+    assert _gc_passes("tuned") <= 5
