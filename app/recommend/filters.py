@@ -8,7 +8,6 @@ version (see Catalog.column), so no per-item Python runs on the hot path.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from app.errors import ValidationFailed, field_error
 from app.recommend.catalog import Catalog, value_key
+from app.recommend.ranking import memoised_recent
 
 _MASKS_KEPT = 128
 RANGE_OPERATORS = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}
@@ -60,17 +60,8 @@ class Filters:
     def cached_mask(self, catalog: Catalog, memo: dict[str, Any]) -> np.ndarray:
         """mask(), remembered per catalog snapshot for the most recent distinct filters
         (storefronts repeat the same few category/brand filters); treat it as read-only."""
-        cache: OrderedDict[tuple[Any, ...], np.ndarray] = memo.setdefault("filter-masks", OrderedDict())
         key = (self.predicates, self.exclude_item_ids)
-        mask = cache.get(key)
-        if mask is None:
-            mask = self.mask(catalog)
-            cache[key] = mask
-            while len(cache) > _MASKS_KEPT:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
-        return mask
+        return memoised_recent(memo, "filter-masks", key, lambda: self.mask(catalog), kept=_MASKS_KEPT)
 
     def mask(self, catalog: Catalog) -> np.ndarray:
         """Items that satisfy every filter (True = keep)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -48,6 +49,23 @@ class Ranking:
         scores = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
         excluded = None if exclude is None else np.fromiter(exclude, dtype=np.int64)
         return cls(indices, scores, reason, mode=mode, exclude=excluded)
+
+
+def memoised_recent(
+    memo: dict[str, Any], table: str, key: Hashable, compute: Callable[[], Any], *, kept: int
+) -> Any:
+    """Like RankContext.memoised for values with many keys (filters, fallback chains): a table
+    in the snapshot memo keeping the `kept` most recently used."""
+    cache: OrderedDict[Hashable, Any] = memo.setdefault(table, OrderedDict())
+    value = cache.get(key)
+    if value is None:
+        value = compute()
+        cache[key] = value
+        while len(cache) > kept:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return value
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,14 +9,12 @@ stay in [0, 1] and non-increasing down the whole list.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from app.recommend.filters import Filters
-from app.recommend.ranking import RankContext, Ranking
+from app.recommend.ranking import RankContext, Ranking, memoised_recent
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, Strategy, fallback_chain
 
 _BAND_STEP = 0.95  # a fallback's best score is this fraction of the previous stage's last one
@@ -79,10 +77,8 @@ _UNIONS_KEPT = 64
 def _candidates_union(stages: list[Strategy], ctx: RankContext) -> np.ndarray:
     """Every catalog item some of these stages would list (before filters), remembered per
     serving snapshot: for most requests counting the fallbacks then costs one mask AND."""
-    cache: OrderedDict[tuple[Any, ...], np.ndarray] = ctx.memo.setdefault("fallback-unions", OrderedDict())
-    key = (tuple(stage.name for stage in stages), ctx.category)
-    union = cache.get(key)
-    if union is None:
+
+    def compute() -> np.ndarray:
         union = np.zeros(len(ctx.catalog), dtype=bool)
         for stage in stages:
             ranking = stage.rank(ctx)
@@ -95,12 +91,10 @@ def _candidates_union(stages: list[Strategy], ctx: RankContext) -> np.ndarray:
                 idx = ranking.indices
                 valid = (idx >= 0) & (idx < len(union)) & np.isfinite(ranking.scores)
                 union[idx[valid]] = True
-        cache[key] = union
-        while len(cache) > _UNIONS_KEPT:
-            cache.popitem(last=False)
-    else:
-        cache.move_to_end(key)
-    return union
+        return union
+
+    key = (tuple(stage.name for stage in stages), ctx.category)
+    return memoised_recent(ctx.memo, "fallback-unions", key, compute, kept=_UNIONS_KEPT)
 
 
 class _PageBuilder:
