@@ -188,22 +188,18 @@ def _sparse_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) ->
     return int(idx.size)
 
 
-def top_order(scores: np.ndarray, indices: np.ndarray | None, k: int) -> np.ndarray:
+def top_order(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k best by (score desc, catalog index asc): deterministic across pages.
 
-    `indices` are the catalog indices of the positions (None: the position is the index).
-    Scores must hold no NaN. Hot path over the whole catalog: no full-size temporaries beyond
-    the partition's (an arange of 100k for the tie keys cost more than the partition).
+    `indices` are the catalog indices of the positions. Scores must hold no NaN.
     """
-    n = scores.size
-    if k >= n:
-        return np.lexsort((np.arange(n) if indices is None else indices, -scores))
+    if k >= scores.size:
+        return np.lexsort((indices, -scores))
     # Selecting the k smallest of the negation: numpy's introselect slows down tenfold when
     # it selects the k largest over many equal values (-inf placeholders, integer counts).
     threshold = scores[np.argpartition(-scores, k - 1)[:k]].min()
     ties_in = np.flatnonzero(scores >= threshold)  # everything tied at the cut competes by index
-    keys = ties_in if indices is None else indices[ties_in]
-    return ties_in[np.lexsort((keys, -scores[ties_in]))][:k]
+    return ties_in[np.lexsort((indices[ties_in], -scores[ties_in]))][:k]
 
 
 def normalise(scores: np.ndarray, *, high: float, low: float) -> np.ndarray:

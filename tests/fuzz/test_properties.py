@@ -556,9 +556,11 @@ async def test_every_generated_valid_batch_is_persisted_without_being_parked(
 def test_top_order_is_the_prefix_of_the_full_sort(scores: list[float], k: int, sparse: bool) -> None:
     values = np.asarray(scores, dtype=np.float32)
     # Sparse rankings carry their own catalog indices, in any order.
-    indices = np.random.default_rng(len(scores)).permutation(1000)[: values.size] if sparse else None
-    keys = indices if indices is not None else np.arange(values.size)
-    expected = sorted(range(values.size), key=lambda p: (-values[p], keys[p]))[:k]
+    # Dense ones rank positions that are the catalog indices.
+    indices = np.arange(values.size)
+    if sparse:
+        indices = np.random.default_rng(len(scores)).permutation(1000)[: values.size]
+    expected = sorted(range(values.size), key=lambda p: (-values[p], indices[p]))[:k]
     assert top_order(values, indices, k).tolist() == expected
 
 
@@ -588,7 +590,7 @@ def test_the_dense_shortlist_ranks_as_the_whole_vector_would(
     if not ok.any():
         return
     k = min(k, int(ok.sum()))
-    expected = top_order(np.where(ok, raw, -np.inf), None, k)
+    expected = top_order(np.where(ok, raw, -np.inf), np.arange(n), k)
     assert _dense_top(raw, ok, k, int(ok.sum()), None).tolist() == expected.tolist()
     # A vector reused across requests carries its order; walking it gives the same page.
     order = best_first(raw)
