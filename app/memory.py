@@ -60,4 +60,3 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 def collect_less_often() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
-
