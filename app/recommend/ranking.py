@@ -155,10 +155,9 @@ def best_first(scores: np.ndarray) -> np.ndarray:
     return candidates[np.lexsort((candidates, -scores[candidates]))]
 
 
-def demote(models: OrgModels, scores: np.ndarray) -> np.ndarray:
-    """Model-wide scores with the exposure demotion applied; works for negative scores too
-    (a demoted item always moves down: s - (1 - penalty) * |s|)."""
-    demotion = models.exposure_demotion
+def demote(scores: np.ndarray, demotion: np.ndarray | None) -> np.ndarray:
+    """Model-wide scores with the exposure demotion (OrgModels.exposure_demotion) applied; works
+    for negative scores too (a demoted item always moves down: s - (1 - penalty) * |s|)."""
     if demotion is None:
         return scores
     demoted = np.abs(scores)  # one catalog-sized temporary, the rest in place

@@ -137,4 +137,5 @@ def test_a_format_1_bundle_still_loads_without_content_index_or_demotion(tmp_pat
     loaded = store.load("org", models.version)
     assert loaded.content_matrix.shape == (models.n_items, 0) and loaded.content_tokens.size == 0
     assert loaded.exposure_penalty.tolist() == [1.0] * models.n_items
+    assert loaded.exposure_demotion is None  # nothing demoted: personalized skips the step
     np.testing.assert_array_equal(loaded.item_factors, models.item_factors)

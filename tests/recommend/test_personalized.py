@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -109,7 +108,7 @@ async def test_identify_stitches_anonymous_history_into_recommendations(
 
 def test_demotion_moves_a_shown_but_ignored_item_down_whatever_the_sign_of_its_score() -> None:
     scores = np.array([2.0, -1.0, 1.0], dtype=np.float32)
-    models = SimpleNamespace(exposure_demotion=np.array([0.5, 0.5, 0.0], dtype=np.float32))
-    assert demote(models, scores).tolist() == [1.0, -1.5, 1.0]  # type: ignore[arg-type]
+    demotion = np.array([0.5, 0.5, 0.0], dtype=np.float32)  # 1 - exposure penalty
+    assert demote(scores, demotion).tolist() == [1.0, -1.5, 1.0]
     assert scores.tolist() == [2.0, -1.0, 1.0]  # the model's scores are not touched
-    assert demote(SimpleNamespace(exposure_demotion=None), scores) is scores  # type: ignore[arg-type]
+    assert demote(scores, None) is scores

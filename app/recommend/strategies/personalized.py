@@ -63,7 +63,7 @@ def personalized(ctx: RankContext) -> Ranking | None:
         return None
     # Bought items go through `exclude`: out of this answer, fallbacks included.
     assert ctx.models is not None
-    return Ranking(None, demote(ctx.models, scores), "behavioral_match", exclude=purchased_items(ctx))
+    return Ranking(None, demote(scores, ctx.models.exposure_demotion), "behavioral_match", exclude=purchased_items(ctx))
 
 
 def price_optimized(ctx: RankContext) -> Ranking | None:
