@@ -18,6 +18,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from app.ml.als import item_gram
+from app.ml.factor_index import FactorIndex
 from app.ml.interactions import TrainParams
 
 FORMAT_VERSION = 2
@@ -112,6 +113,19 @@ class OrgModels:
         """1 - exposure_penalty, once per loaded bundle; None when no item is demoted."""
         demotion = (1.0 - self.exposure_penalty).astype(np.float32)
         return demotion if demotion.any() else None
+
+    @cached_property
+    def factor_index(self) -> FactorIndex | None:
+        """The item factors ordered for personalized's exact top-k scan; None under EASE."""
+        if self.uses_ease or len(self.item_factors) != self.n_items:
+            return None
+        return FactorIndex(self.item_factors, self.exposure_demotion)
+
+    def warm(self) -> None:
+        """Build what serving derives from the bundle now (in the loader's thread), so the
+        first requests after a swap do not pay for it."""
+        for name in ("item_index", "user_index", "item_factor_gram", "exposure_demotion", "factor_index"):
+            getattr(self, name)
 
     @cached_property
     def content_token_index(self) -> dict[str, int]:

@@ -4,6 +4,8 @@ Every neighbour table (kNN, co-purchase, co-engagement, content) is "score each 
 shares something, keep the best K per item". The full product can be far larger than the K
 kept, so it is built a slice of rows at a time, each slice sized by its multiply count.
 Rows of the results are stored best-first; ties keep their stored order.
+
+`top_order` is the serving side's one tie rule: score descending, then catalog index.
 """
 
 from __future__ import annotations
@@ -139,3 +141,17 @@ def _from_pieces(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_cols
         np.concatenate([p[2] for p in pieces]),
         n_cols,
     )
+
+
+def top_order(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best by (score desc, catalog index asc): deterministic across pages.
+
+    `indices` are the catalog indices of the positions. Scores must hold no NaN.
+    """
+    if k >= scores.size:
+        return np.lexsort((indices, -scores))
+    # Selecting the k smallest of the negation: numpy's introselect slows down tenfold when
+    # it selects the k largest over many equal values (-inf placeholders, integer counts).
+    threshold = scores[np.argpartition(-scores, k - 1)[:k]].min()
+    ties_in = np.flatnonzero(scores >= threshold)  # everything tied at the cut competes by index
+    return ties_in[np.lexsort((indices[ties_in], -scores[ties_in]))][:k]

@@ -182,7 +182,10 @@ class ModelCache:
 
     def _load_models(self, org_id: str) -> OrgModels | None:
         # The store's LATEST is the truth (a shared volume in compose); Redis only says "look again".
-        return self._store.load_latest(org_id)
+        models = self._store.load_latest(org_id)
+        if models is not None:
+            models.warm()
+        return models
 
     async def _catalog_rows(self, org_id: str, *, since: float | None) -> list[Any]:
         async with self._sessions() as session:

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from app.ml.artifacts import OrgModels
+from app.ml.factor_index import FactorIndex
 from app.recommend.catalog import Catalog
 from app.recommend.realtime import Activity
 from app.settings import Settings
@@ -49,6 +50,19 @@ class Ranking:
         scores = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
         excluded = None if exclude is None else np.fromiter(exclude, dtype=np.int64)
         return cls(indices, scores, reason, mode=mode, exclude=excluded)
+
+
+@dataclass(frozen=True, eq=False)
+class FactorRanking:
+    """Dense scores `demote(item_factors @ user)` over every model item, never all computed:
+    the service asks the model's FactorIndex for the page's best, exactly (personalized on ALS).
+    Every model item is a candidate (the user vector and the factors are finite)."""
+
+    index: FactorIndex
+    user: np.ndarray  # float32 factor vector
+    reason: str
+    mode: str | None = None
+    exclude: np.ndarray | None = None  # as Ranking.exclude
 
 
 def memoised_recent(
@@ -153,14 +167,3 @@ def best_first(scores: np.ndarray) -> np.ndarray:
     the order the service pages through, computed once for a vector many requests rank."""
     candidates = np.flatnonzero(scores > -np.inf)
     return candidates[np.lexsort((candidates, -scores[candidates]))]
-
-
-def demote(scores: np.ndarray, demotion: np.ndarray | None) -> np.ndarray:
-    """Model-wide scores with the exposure demotion (OrgModels.exposure_demotion) applied; works
-    for negative scores too (a demoted item always moves down: s - (1 - penalty) * |s|)."""
-    if demotion is None:
-        return scores
-    demoted = np.abs(scores)  # one catalog-sized temporary, the rest in place
-    demoted *= demotion[: len(scores)]
-    np.subtract(scores, demoted, out=demoted)
-    return demoted

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.ml.topk import top_order
 from app.recommend.filters import Filters
-from app.recommend.ranking import RankContext, Ranking, memoised_recent
+from app.recommend.ranking import FactorRanking, RankContext, Ranking, memoised_recent
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, Strategy, fallback_chain
 
 _BAND_STEP = 0.95  # a fallback's best score is this fraction of the previous stage's last one
@@ -54,7 +55,9 @@ def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, l
             continue
         if ranking.exclude is not None and position == 0:
             available[ranking.exclude[(ranking.exclude >= 0) & (ranking.exclude < n)]] = False
-        if ranking.indices is None:
+        if isinstance(ranking, FactorRanking):
+            count = _factor_stage(ranking, available, page_out)
+        elif ranking.indices is None:
             count = _dense_stage(ranking, available, page_out)
         else:
             count = _sparse_stage(ranking, available, page_out)
@@ -84,7 +87,9 @@ def _candidates_union(stages: list[Strategy], ctx: RankContext) -> np.ndarray:
             ranking = stage.rank(ctx)
             if ranking is None:
                 continue
-            if ranking.indices is None:
+            if isinstance(ranking, FactorRanking):
+                union[: ranking.index.n_items] = True
+            elif ranking.indices is None:
                 dense = ranking.scores[: len(union)]
                 union[: len(dense)] |= dense > -np.inf
             else:
@@ -139,6 +144,21 @@ def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> 
     return count
 
 
+def _factor_stage(ranking: FactorRanking, available: np.ndarray, out: _PageBuilder) -> int:
+    """A dense stage whose scores are never all computed (see app/ml/factor_index.py). Scores
+    are normalised by the best one (negative ones clip to 0), since the lowest is unknown."""
+    m = min(ranking.index.n_items, len(available))
+    ok = available[:m]  # a view: every available model item is a candidate
+    count = int(np.count_nonzero(ok))
+    if count and out.missing > 0:
+        picked, raw, _ = ranking.index.top(ranking.user, ok, min(out.missing, count))
+        high = float(raw[0])
+        low = 0.0 if high > 0 else ranking.index.lowest_possible(ranking.user)
+        out.extend(picked, normalise(raw.astype(np.float64), high=high, low=low), [ranking.reason] * picked.size)
+    available[:m] = False
+    return count
+
+
 _SHORTLIST_MIN = 256
 
 
@@ -186,20 +206,6 @@ def _sparse_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) ->
         out.extend(idx[order], normalise(raw[order], high=float(raw.max()), low=float(raw.min())), labels)
     available[idx] = False
     return int(idx.size)
-
-
-def top_order(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k best by (score desc, catalog index asc): deterministic across pages.
-
-    `indices` are the catalog indices of the positions. Scores must hold no NaN.
-    """
-    if k >= scores.size:
-        return np.lexsort((indices, -scores))
-    # Selecting the k smallest of the negation: numpy's introselect slows down tenfold when
-    # it selects the k largest over many equal values (-inf placeholders, integer counts).
-    threshold = scores[np.argpartition(-scores, k - 1)[:k]].min()
-    ties_in = np.flatnonzero(scores >= threshold)  # everything tied at the cut competes by index
-    return ties_in[np.lexsort((indices[ties_in], -scores[ties_in]))][:k]
 
 
 def normalise(scores: np.ndarray, *, high: float, low: float) -> np.ndarray:

@@ -28,9 +28,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app import redis_keys
+from app.ml.factor_index import FactorIndex, demote
+from app.ml.topk import top_order
 from app.recommend.ranking import best_first
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, REGISTRY, USER
-from app.recommend.service import _dense_top, top_order
+from app.recommend.service import _dense_top
 from app.storage import orgs
 from tests.factories import OrgKeys, create_org, event, item
 from tests.fuzz.support import parked_errors
@@ -595,3 +597,40 @@ def test_the_dense_shortlist_ranks_as_the_whole_vector_would(
     # A vector reused across requests carries its order; walking it gives the same page.
     order = best_first(raw)
     assert _dense_top(raw, ok, k, int(ok.sum()), order).tolist() == expected.tolist()
+
+
+@PROPERTY
+@given(
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    n=st.integers(min_value=1, max_value=4000),  # past the first chunks (1024, then 2048)
+    k=st.integers(min_value=1, max_value=60),
+    available=st.sampled_from([1.0, 0.5, 0.01]),
+    spread=st.sampled_from([0, 1, 4]),  # factor values in [-spread, spread]: 0 = every score tied
+    demoted=st.booleans(),
+)
+@example(seed=0, n=3000, k=20, available=1.0, spread=0, demoted=False)  # everything tied at 0
+def test_the_factor_index_finds_the_top_of_the_full_product(
+    seed: int, n: int, k: int, available: float, spread: int, demoted: bool
+) -> None:
+    """FactorIndex.top is the prefix of the full sort of demote(Y @ u), ties by item index.
+
+    Small integer factors and quarter demotions keep every float32 product exact, so the full
+    product and the chunked scan agree to the bit and ties are plentiful."""
+    rng = np.random.default_rng(seed)
+    factors = rng.integers(-spread, spread + 1, size=(n, 8)).astype(np.float32)
+    user = rng.integers(-3, 4, size=8).astype(np.float32)
+    # A few large items along the user's taste, as ALS gives the popular ones: the scan can stop.
+    liked = rng.random(n) < 0.03
+    factors[liked] += rng.integers(1, 5, size=(int(liked.sum()), 1)).astype(np.float32) * user
+    demotion = rng.choice(np.float32([0, 0.25, 0.5, 0.75]), size=n) if demoted else None
+    ok = rng.random(n) < available
+    if not ok.any():
+        return
+    k = min(k, int(ok.sum()))
+    full = demote(factors @ user, demotion)
+    expected = top_order(np.where(ok, full, -np.inf), np.arange(n), k)
+    index = FactorIndex(factors, demotion)
+    top = index.top(user, ok, k)
+    assert top.items.tolist() == expected.tolist()
+    assert top.scores.tolist() == full[expected].tolist()
+    assert (full >= index.lowest_possible(user)).all()

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.recommend.ranking import demote
+from app.ml.factor_index import demote
 from tests.factories import OrgKeys, event, item
 from tests.recommend.conftest import ids, recommend
 from tests.waiting import eventually

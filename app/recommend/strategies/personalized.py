@@ -6,46 +6,64 @@ import numpy as np
 
 from app.ml.als import fold_in_user, user_confidences
 from app.ml.ease import ease_scores
-from app.recommend.ranking import RankContext, Ranking, demote, row
+from app.ml.factor_index import demote
+from app.recommend.ranking import FactorRanking, RankContext, Ranking, row
+from app.recommend.realtime import Activity
 
 
-def user_scores(ctx: RankContext) -> np.ndarray | None:
-    """Scores over the model's items for this user, or None without any signal.
+def user_vector(ctx: RankContext) -> np.ndarray | None:
+    """The user's ALS factor vector with fresh events folded in, or None (no signal, or EASE).
 
-    Events newer than the model (from Redis) are added to the user's trained row, so a
-    user with three fresh views already gets a personal vector: ALS fold-in solves the user
-    factor against the fixed item factors; EASE simply multiplies the row by B.
+    Events newer than the model (from Redis) are added to the user's trained row, so a user
+    with three fresh views already gets a personal vector: ALS fold-in solves the user factor
+    against the fixed item factors.
     """
     models = ctx.models
-    if models is None or ctx.user_id is None or models.n_items == 0:
+    if models is None or ctx.user_id is None or models.n_items == 0 or models.uses_ease:
         return None
     fresh = ctx.fresh_activity()
     u = ctx.model_user
-    if u is not None and not fresh and not models.uses_ease:
-        if not np.any(models.user_factors[u]):
+    if u is not None and not fresh:
+        vector = models.user_factors[u]
+    else:
+        items, weights = _user_history(ctx, fresh)
+        positive_items, confidences = user_confidences(items, weights, models.params.alpha)
+        if positive_items.size == 0:
             return None
-        return models.item_factors @ models.user_factors[u]
+        vector = fold_in_user(
+            models.item_factors, models.item_factor_gram, positive_items, confidences, models.params.regularization
+        )
+    return vector if np.any(vector) and np.all(np.isfinite(vector)) else None
 
+
+def user_scores(ctx: RankContext) -> np.ndarray | None:
+    """Scores over every model item for this user (not demoted), or None without any signal.
+    EASE multiplies the user's row (trained plus fresh events) by B."""
+    models = ctx.models
+    if models is None or ctx.user_id is None or models.n_items == 0:
+        return None
+    if not models.uses_ease:
+        vector = user_vector(ctx)
+        return None if vector is None else models.item_factors @ vector
+    items, weights = _user_history(ctx, ctx.fresh_activity())
+    user_row = np.zeros(models.n_items, dtype=np.float32)
+    np.add.at(user_row, items, weights)
+    np.maximum(user_row, 0, out=user_row)
+    if not user_row.any():
+        return None
+    return ease_scores(models.ease_b, user_row)
+
+
+def _user_history(ctx: RankContext, fresh: list[tuple[int, Activity]]) -> tuple[np.ndarray, np.ndarray]:
+    """(items, weights): the user's trained row plus the fresh events, repeats not summed."""
+    models = ctx.models
+    assert models is not None
+    u = ctx.model_user
     trained_items, trained_weights = row(models.user_items, u) if u is not None else (np.empty(0, np.int64),
                                                                                       np.empty(0))
     fresh_items = np.fromiter((i for i, _ in fresh), dtype=np.int64, count=len(fresh))
     fresh_weights = np.fromiter((ctx.weight(a) for _, a in fresh), dtype=np.float64, count=len(fresh))
-    items = np.concatenate([trained_items, fresh_items])
-    weights = np.concatenate([trained_weights, fresh_weights])
-    if models.uses_ease:
-        user_row = np.zeros(models.n_items, dtype=np.float32)
-        np.add.at(user_row, items, weights)
-        np.maximum(user_row, 0, out=user_row)
-        if not user_row.any():
-            return None
-        return ease_scores(models.ease_b, user_row)
-    positive_items, confidences = user_confidences(items, weights, models.params.alpha)
-    if positive_items.size == 0:
-        return None
-    vector = fold_in_user(
-        models.item_factors, models.item_factor_gram, positive_items, confidences, models.params.regularization
-    )
-    return models.item_factors @ vector
+    return np.concatenate([trained_items, fresh_items]), np.concatenate([trained_weights, fresh_weights])
 
 
 def purchased_items(ctx: RankContext) -> np.ndarray:
@@ -57,18 +75,30 @@ def purchased_items(ctx: RankContext) -> np.ndarray:
     return np.unique(np.asarray(bought, dtype=np.int64))
 
 
-def personalized(ctx: RankContext) -> Ranking | None:
+def personalized(ctx: RankContext) -> Ranking | FactorRanking | None:
+    # Bought items go through `exclude`: out of this answer, fallbacks included.
+    models = ctx.models
+    index = models.factor_index if models is not None else None
+    if index is not None:
+        vector = user_vector(ctx)
+        if vector is None:
+            return None
+        return FactorRanking(index, vector, "behavioral_match", exclude=purchased_items(ctx))
+    return _dense_personalized(ctx)
+
+
+def _dense_personalized(ctx: RankContext) -> Ranking | None:
+    """personalized's scores for every item, computed (EASE, and the base of price-optimized)."""
     scores = user_scores(ctx)
     if scores is None:
         return None
-    # Bought items go through `exclude`: out of this answer, fallbacks included.
     assert ctx.models is not None
     return Ranking(None, demote(scores, ctx.models.exposure_demotion), "behavioral_match", exclude=purchased_items(ctx))
 
 
 def price_optimized(ctx: RankContext) -> Ranking | None:
     """personalized, re-ranked toward the user's usual price band (log-price centre and spread)."""
-    base = personalized(ctx)
+    base = _dense_personalized(ctx)
     if base is None or ctx.models is None:
         return None
     center, spread = _price_band(ctx)
