@@ -139,3 +139,15 @@ def test_a_format_1_bundle_still_loads_without_content_index_or_demotion(tmp_pat
     assert loaded.exposure_penalty.tolist() == [1.0] * models.n_items
     assert loaded.exposure_demotion is None  # nothing demoted: personalized skips the step
     np.testing.assert_array_equal(loaded.item_factors, models.item_factors)
+
+
+def test_warm_builds_what_serving_derives_before_a_request_needs_it(tmp_path, models):
+    store = ModelStore(tmp_path)
+    store.save("org", models)
+    loaded = store.load_latest("org")
+    assert loaded is not None and "factor_index" not in vars(loaded)
+    loaded.warm()  # what the api's loader thread does before the swap
+    derived = vars(loaded)
+    assert {"item_index", "user_index", "item_factor_gram", "exposure_demotion", "factor_index"} <= set(derived)
+    index = derived["factor_index"]
+    assert index is not None and index.n_items == models.n_items
