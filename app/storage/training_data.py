@@ -43,10 +43,15 @@ FROM items WHERE org_id = $1 ORDER BY item_id
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RawTrainingData:
     events: dict[str, list[Any]]  # column -> values, one entry per event (keys as in _EVENTS)
     items: list[Any]              # asyncpg records, columns as in _ITEMS
+
+    def __repr__(self) -> str:
+        # asyncio.run reprs the result of the task it ran (Python 3.11); the generated repr of
+        # a million-event load took about 3 s, a tenth of a whole train.
+        return f"RawTrainingData({len(self.events.get('users', []))} events, {len(self.items)} items)"
 
 
 async def load(

@@ -43,3 +43,11 @@ async def test_training_input_resolves_aliases_weights_and_hides_inactive_users(
         ("member", "b", "wishlist", 8.0),
     ]
     assert sorted(raw.items[i][0] for i in range(len(raw.items))) == ["a", "b"]
+
+
+def test_a_big_load_reprs_in_one_short_line() -> None:
+    """asyncio.run reprs the result of the task it ran; a generated repr of a million-event
+    load spent seconds of every train formatting it."""
+    n = 200_000
+    raw = training_data.RawTrainingData(events={"users": ["u"] * n, "items": ["i"] * n}, items=[])
+    assert repr(raw) == "RawTrainingData(200000 events, 0 items)"
