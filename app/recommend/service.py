@@ -147,10 +147,13 @@ def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> 
 def _factor_stage(ranking: FactorRanking, available: np.ndarray, out: _PageBuilder) -> int:
     """A dense stage whose scores are never all computed (see app/ml/factor_index.py). Scores
     are normalised by the best one (negative ones clip to 0), since the lowest is unknown."""
-    m = min(ranking.index.n_items, len(available))
+    n = ranking.index.n_items
+    m = min(n, len(available))
     ok = available[:m]  # a view: every available model item is a candidate
     count = int(np.count_nonzero(ok))
     if count and out.missing > 0:
+        if m < n:  # the catalog is realigned to the model, so only a stand-in catalog is shorter
+            ok = np.concatenate([ok, np.zeros(n - m, dtype=bool)])
         picked, raw, _ = ranking.index.top(ranking.user, ok, min(out.missing, count))
         high = float(raw[0])
         low = 0.0 if high > 0 else ranking.index.lowest_possible(ranking.user)

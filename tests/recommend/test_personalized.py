@@ -85,6 +85,20 @@ async def test_price_optimized_prefers_the_users_price_band(
     assert sum(r["metadata"]["price"] for r in plain["results"]) > sum(top_prices)
 
 
+async def test_price_optimized_without_any_known_price_is_plain_personalized(
+    client: Any, org: OrgKeys, drain: Any, world: Any
+) -> None:
+    items, events = _clusters()
+    for record in items:
+        del record["attributes"]["price"]
+    await world(client, org, drain, items=items, events=events)
+    plain = await recommend(client, org, strategy="personalized", user_id="u0", limit=8)
+    priced = await recommend(client, org, strategy="price-optimized", user_id="u0", limit=8)
+    assert priced["mode"] == "behavioral"
+    assert priced["results"] == plain["results"]  # same items, scores, reasons and metadata
+    assert {r["reason"] for r in priced["results"]} == {"behavioral_match"}
+
+
 async def test_identify_stitches_anonymous_history_into_recommendations(
     client: Any, org: OrgKeys, drain: Any, world: Any
 ) -> None:

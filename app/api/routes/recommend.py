@@ -136,10 +136,9 @@ async def _user_state(state: Any, org_id: str, user_id: str | None) -> tuple[str
     if user_id is None:
         return None, []
     try:
-        return await asyncio.wait_for(
-            realtime.user_state(state.redis, org_id, user_id, limit=state.settings.recent_activity_len),
-            timeout=_REALTIME_TIMEOUT_S,
-        )
+        # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own per request.
+        async with asyncio.timeout(_REALTIME_TIMEOUT_S):
+            return await realtime.user_state(state.redis, org_id, user_id, limit=state.settings.recent_activity_len)
     except Exception as exc:  # noqa: BLE001 - degrade to the trained model only
         log.warning("real-time state unavailable (%s); answering from the trained model", type(exc).__name__)
         return user_id, []

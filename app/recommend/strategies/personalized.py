@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from app.ml.als import fold_in_user, user_confidences
@@ -96,14 +98,17 @@ def _dense_personalized(ctx: RankContext) -> Ranking | None:
     return Ranking(None, demote(scores, ctx.models.exposure_demotion), "behavioral_match", exclude=purchased_items(ctx))
 
 
-def price_optimized(ctx: RankContext) -> Ranking | None:
+def price_optimized(ctx: RankContext) -> Ranking | FactorRanking | None:
     """personalized, re-ranked toward the user's usual price band (log-price centre and spread)."""
-    base = _dense_personalized(ctx)
-    if base is None or ctx.models is None:
+    if ctx.models is None:
         return None
     center, spread = _price_band(ctx)
-    if center is None:
-        return Ranking(base.indices, base.scores, "behavioral_match", mode="behavioral", exclude=base.exclude)
+    if center is None:  # no price known for the user: plain personalized
+        plain = personalized(ctx)
+        return None if plain is None else replace(plain, mode="behavioral")
+    base = _dense_personalized(ctx)
+    if base is None:
+        return None
     prices = ctx.models.item_price.astype(np.float64)
     known = np.isfinite(prices) & (prices > 0)
     log_price = np.log(np.where(known, prices, 1.0))
