@@ -37,8 +37,8 @@ class Ranking:
     mode: str | None = None  # overrides the registry's mode (e.g. `similar` answered by content only)
     # Items that must not appear anywhere in the answer, fallbacks included (e.g. already bought).
     exclude: np.ndarray | None = None
-    # Dense only, for vectors reused across requests: every candidate, best first (see best_first).
-    order: np.ndarray | None = None
+    # Dense only, for vectors reused across requests: what every request would recompute.
+    reused: ReusedDense | None = None
 
     @classmethod
     def from_weights(
@@ -50,6 +50,21 @@ class Ranking:
         scores = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
         excluded = None if exclude is None else np.fromiter(exclude, dtype=np.int64)
         return cls(indices, scores, reason, mode=mode, exclude=excluded)
+
+
+@dataclass(frozen=True, eq=False)
+class ReusedDense:
+    """Derived once per serving snapshot from a dense vector many requests rank (popular,
+    trending, new-arrivals), so a request makes no pass over the catalog for them."""
+
+    order: np.ndarray  # every candidate, best first (see best_first)
+    candidates: np.ndarray  # bool: scores > -inf
+    nonnegative: bool  # no candidate scores below 0: normalising needs only the best
+
+    @classmethod
+    def of(cls, scores: np.ndarray) -> ReusedDense:
+        candidates = scores > -np.inf
+        return cls(best_first(scores), candidates, bool(np.all(scores[candidates] >= 0)))
 
 
 @dataclass(frozen=True, eq=False)

@@ -127,20 +127,20 @@ class _PageBuilder:
 def _dense_stage(ranking: Ranking, available: np.ndarray, out: _PageBuilder) -> int:
     raw = ranking.scores[: len(available)]
     m = len(raw)
-    ok = available[:m] & (raw > -np.inf)  # also drops NaN
+    # What was derived once from the vector covers all of it; unusable if the catalog is shorter.
+    reused = ranking.reused if ranking.scores.size == m else None
+    ok = available[:m] & (reused.candidates if reused is not None else raw > -np.inf)  # drops NaN too
     count = int(np.count_nonzero(ok))
     if count and out.missing > 0:
-        # A precomputed order covers the whole vector; unusable if the catalog is shorter.
-        along = ranking.order if ranking.scores.size == m else None
-        order = _dense_top(raw, ok, min(out.missing, count), count, along)
+        order = _dense_top(raw, ok, min(out.missing, count), count, reused.order if reused is not None else None)
         high = float(raw[order[0]])
         # The lowest candidate only matters when some go negative (normalise divides by the best
         # otherwise), and finding it costs ten plain mins: look for it only then.
-        low = float(raw.min())
+        low = 0.0 if reused is not None and reused.nonnegative else float(raw.min())
         if not low >= 0:  # negative, -inf placeholders or NaN somewhere in the vector
             low = float(raw[ok].min()) if np.any(ok & (raw < 0)) else 0.0
         out.extend(order, normalise(raw[order].astype(np.float64), high=high, low=low), [ranking.reason] * order.size)
-    available[:m] &= ~ok
+    available[:m] ^= ok  # ok is a subset of available: this takes it out, in one pass
     return count
 
 
@@ -168,7 +168,7 @@ _SHORTLIST_MIN = 256
 def _dense_top(raw: np.ndarray, ok: np.ndarray, k: int, count: int, order: np.ndarray | None) -> np.ndarray:
     """top_order of the `count` candidates (`ok`) of a whole-catalog vector, without masking it.
 
-    With the vector's precomputed `order` (Ranking.order), the answer is the first k candidates
+    With the vector's precomputed `order` (ReusedDense.order), the answer is the first k candidates
     along it, which a prefix a few times k long usually holds. Without one, when candidates
     are most of the catalog, the best few hundred by raw score come first: if k candidates
     among them beat the worst of that shortlist, nothing outside it can enter the page (ties

@@ -397,7 +397,7 @@ def run_speed(
 
         watch = ["api", "worker"]
         profiler = Profiler(opts.profile_dir)
-        profiled = {"personalized", "popular"}
+        profiled = {"personalized", "session_based", "popular"}
         api_pid = stack.children["api"].pid
         api_port = stack.children["api"].port or 0
         floor_port = stack.children["floor"].port or 0

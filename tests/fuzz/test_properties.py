@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from app import redis_keys
 from app.ml.factor_index import FactorIndex, demote
 from app.ml.topk import top_order
-from app.recommend.ranking import best_first
+from app.recommend.ranking import Ranking, ReusedDense, best_first
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, REGISTRY, USER
-from app.recommend.service import _dense_top
+from app.recommend.service import _dense_stage, _dense_top, _PageBuilder
 from app.storage import orgs
 from tests.factories import OrgKeys, create_org, event, item
 from tests.fuzz.support import parked_errors
@@ -634,3 +634,27 @@ def test_the_factor_index_finds_the_top_of_the_full_product(
     assert top.items.tolist() == expected.tolist()
     assert top.scores.tolist() == full[expected].tolist()
     assert (full >= index.lowest_possible(user)).all()
+
+
+@PROPERTY
+@given(
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    n=st.integers(min_value=1, max_value=2000),
+    need=st.integers(min_value=1, max_value=60),
+    available=st.sampled_from([1.0, 0.5, 0.01]),
+    negative=st.booleans(),
+)
+def test_a_reused_dense_vector_pages_exactly_as_the_plain_vector(
+    seed: int, n: int, need: int, available: float, negative: bool
+) -> None:
+    """What ReusedDense precomputes only saves passes: same page, scores, count and leftovers."""
+    rng = np.random.default_rng(seed)
+    raw = np.round(rng.random(n) * 20) - (10 if negative else 0)
+    raw[rng.random(n) < 0.3] = -np.inf
+    mask = rng.random(n + 5) < available  # a catalog a little longer than the vector
+    answers = []
+    for reused in (None, ReusedDense.of(raw)):
+        out, left = _PageBuilder(need=need), mask.copy()
+        count = _dense_stage(Ranking(None, raw, "r", reused=reused), left, out)
+        answers.append((out.indices, out.scores, count, left.tolist()))
+    assert answers[0] == answers[1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.recommend.catalog import value_key
-from app.recommend.ranking import RankContext, Ranking, best_first
+from app.recommend.ranking import RankContext, Ranking, ReusedDense
 
 
 def _dense(ctx: RankContext, name: str) -> np.ndarray | None:
@@ -29,7 +29,7 @@ def _vector(ctx: RankContext, name: str, *, reason: str) -> Ranking | None:
     dense = _dense(ctx, name)
     if dense is None:
         return None
-    return Ranking(None, dense, reason, order=ctx.memoised(f"order:{name}", lambda: best_first(dense)))
+    return Ranking(None, dense, reason, reused=ctx.memoised(f"reused:{name}", lambda: ReusedDense.of(dense)))
 
 
 def trending(ctx: RankContext) -> Ranking | None:
@@ -81,4 +81,5 @@ def new_arrivals(ctx: RankContext) -> Ranking | None:
     dense = ctx.memoised("dense:new-arrivals", build)
     if dense is False:
         return None
-    return Ranking(None, dense, "new_arrival", order=ctx.memoised("order:new-arrivals", lambda: best_first(dense)))
+    reused = ctx.memoised("reused:new-arrivals", lambda: ReusedDense.of(dense))
+    return Ranking(None, dense, "new_arrival", reused=reused)
