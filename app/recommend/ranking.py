@@ -156,25 +156,27 @@ def row(matrix: csr_matrix, index: int) -> tuple[np.ndarray, np.ndarray]:
     return matrix.indices[start:stop].astype(np.int64), matrix.data[start:stop].astype(np.float64)
 
 
-def accumulate(weights: dict[int, float], indices: np.ndarray, values: np.ndarray, scale: float) -> None:
-    for index, value in zip(indices.tolist(), values.tolist()):
-        weights[index] = weights.get(index, 0.0) + scale * value
-
-
 def neighbour_blend(
     models: OrgModels, sources: Sequence[tuple[int, float]], parts: Sequence[tuple[str, float]]
 ) -> dict[int, float]:
     """Sum of the neighbour rows of `sources` (index, weight) in the named tables, weighted,
     with items shown often but rarely engaged with demoted."""
-    weights: dict[int, float] = {}
+    columns: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     for table_name, table_weight in parts:
         table: csr_matrix = getattr(models, table_name)
         for index, source_weight in sources:
             if 0 <= index < table.shape[0]:
                 cols, vals = row(table, index)
-                accumulate(weights, cols, vals, table_weight * source_weight)
-    penalty = models.exposure_penalty
-    return {i: w * float(penalty[i]) for i, w in weights.items()}
+                columns.append(cols)
+                values.append(vals * (table_weight * source_weight))
+    # One sum per item, added in the order above (np.bincount is sequential).
+    items, slot = np.unique(np.concatenate(columns or [np.empty(0, np.int64)]), return_inverse=True)
+    if items.size == 0:  # no source has neighbours (and a bincount of nothing is integer)
+        return {}
+    sums = np.bincount(slot, weights=np.concatenate(values), minlength=items.size)
+    sums *= models.exposure_penalty[items]
+    return dict(zip(items.tolist(), sums.tolist()))
 
 
 def best_first(scores: np.ndarray) -> np.ndarray:
