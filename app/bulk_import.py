@@ -62,12 +62,13 @@ class FileSummary:
     lines: int = 0  # records read (blank lines are not records)
     inserted: int = 0
     updated: int = 0
+    erased: int = 0  # events of users erased (DELETE /v1/users/{id}) after the event happened
     seconds: float = 0.0
 
     @property
     def unchanged(self) -> int:
         """Records that changed nothing: identical to what is stored, or repeated in the file."""
-        return self.lines - self.inserted - self.updated
+        return self.lines - self.inserted - self.updated - self.erased
 
     @property
     def rows_per_s(self) -> float:
@@ -266,13 +267,17 @@ class _FileReader:
     Postgres, so validation (CPU, here) and COPY/INSERT (CPU, in Postgres) overlap.
     """
 
-    def __init__(self, kind: str, path: Path, *, org_id: uuid.UUID, received_at: float) -> None:
+    def __init__(
+        self, kind: str, path: Path, *, org_id: uuid.UUID, received_at: float, erased: dict[str, float]
+    ) -> None:
         from pydantic import TypeAdapter
 
         self.kind, self.path, self.received_at = kind, path, received_at
+        self.erased = erased  # user id -> time of its erasure request (events only)
         self.size = path.stat().st_size
         self.lines = 0
         self.bad_lines = 0
+        self.erased_events = 0
         self._problems: list[tuple[int, str]] = []
         # (occurred_at, line, previous_user_id, user_id) of each identify event, for stitching
         self.identifies: list[tuple[float, int, str, str]] = []
@@ -326,12 +331,22 @@ class _FileReader:
             if not self.bad_lines:  # after a bad line the file only gets validated: nothing will be kept
                 rows = [self._to_row(line, model) for (line, _), model in zip(chunk, valid, strict=True)]
                 if self.kind == "events":
-                    self.identifies.extend(
-                        (row[-1], line, e.previous_user_id, e.user_id)  # row[-1]: occurred_at
-                        for (line, _), e, row in zip(chunk, valid, rows, strict=True)
-                        if e.event_name == "identify"
-                    )
+                    rows = self._events(chunk, valid, rows)
         return _Chunk(rows, self.lines, self._raw.tell(), last)
+
+    def _events(self, chunk: list[tuple[int, Any]], valid: list[Any], rows: list[tuple[Any, ...]]) -> list[Any]:
+        """Drops events of erased users that happened before the erasure (an old export must not
+        bring their history back; the ingest worker applies the same tombstones) and notes the
+        identifies. Row layout: _row_builder's event_row (row[1] user_id, row[-1] occurred_at)."""
+        kept: list[tuple[Any, ...]] = []
+        for (line, _), e, row in zip(chunk, valid, rows, strict=True):
+            if row[-1] <= self.erased.get(row[1], float("-inf")):
+                self.erased_events += 1
+                continue
+            kept.append(row)
+            if e.event_name == "identify":
+                self.identifies.append((row[-1], line, e.previous_user_id, e.user_id))
+        return kept
 
     def close(self) -> None:
         self._stream.close()
@@ -377,6 +392,7 @@ async def _load_file(
             with contextlib.suppress(Exception):
                 await reading
     summary.lines = reader.lines
+    summary.erased = reader.erased_events
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -404,12 +420,13 @@ async def run_import(
     try:
         async with create_session_factory(engine)() as session, session.begin():
             org_id = (await orgs.get_org_by_slug(session, org)).id
+            erased = await _erasures(settings, str(org_id)) if events is not None else {}
             result = ImportResult([])
             errors: list[str] = []
             bad_lines = 0
             identifies: list[tuple[float, int, str, str]] = []
             for kind, path in sources:
-                reader = _FileReader(kind, path, org_id=org_id, received_at=received_at)
+                reader = _FileReader(kind, path, org_id=org_id, received_at=received_at, erased=erased)
                 try:
                     # After a bad file the others are only validated, to report every bad line at once.
                     summary = await _load_file(
@@ -451,6 +468,30 @@ async def run_import(
         await engine.dispose()
     result.warnings.extend(await _notify_redis(settings, str(org_id), result))
     return result
+
+
+async def _erasures(settings: Settings, org_id: str) -> dict[str, float]:
+    """User id -> time of its erasure request (the tombstones DELETE /v1/users/{id} leaves in
+    Redis). Without them an import could bring an erased user's history back, so an events
+    import refuses to run rather than guess."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from app import redis_keys
+    from app.errors import ServiceUnavailable
+
+    client = Redis.from_url(settings.redis_url or "", socket_connect_timeout=2, socket_timeout=30)
+    try:
+        tombstones = await client.hgetall(redis_keys.erased(org_id))
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable(
+            f"cannot read the erasure records in Redis ({exc}); importing events without them could "
+            "bring back the history of users erased with DELETE /v1/users/{id}. Nothing was imported: "
+            "start Redis and run the import again"
+        ) from None
+    finally:
+        await client.aclose()
+    return {user.decode(): float(at) for user, at in tombstones.items()}
 
 
 async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -> list[str]:
@@ -587,7 +628,10 @@ def _print_summary(result: ImportResult) -> None:
                       f"{f.updated:,}" if f.kind != "events" else "-", f"{f.unchanged:,}",
                       f"{f.seconds:.1f}", f"{f.rows_per_s:,.0f}")
     out.print(table)
-    if result.summary("events") is not None:
+    events = result.summary("events")
+    if events is not None:
         out.print(f"identity aliases set or re-pointed: {len(result.aliases):,}")
+        if events.erased:
+            out.print(f"events skipped, of users erased after they happened: {events.erased:,}")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import func, select
 
 from app import redis_keys
 from app.bulk_import import CHUNK_LINES, ImportFailed, run_import
-from app.errors import NotFound
+from app.errors import NotFound, ServiceUnavailable
 from app.settings import Settings
 from app.storage.identity import all_aliases
 from app.storage.tables import Event, IdentityAlias, Item, User
@@ -346,6 +347,36 @@ async def test_with_redis_down_the_import_stands_and_warns(
     result = await run_import(unreachable, org=org.slug, items=write(tmp_path / "items.jsonl", some_items(3)))
     assert await count(db, Item, org) == 3
     assert len(result.warnings) == 1 and "Redis is unreachable" in result.warnings[0]
+
+
+async def test_an_old_export_does_not_bring_an_erased_users_history_back(
+    settings: Settings, org: OrgKeys, client: Any, db: Any, drain: Any, tmp_path: Path
+) -> None:
+    history = [event("gone", "view", "sku-1", timestamp=at(1)), event("gone", "purchase", "sku-2", timestamp=at(2))]
+    assert (await client.post(EVENTS, json=history, headers=org.pk)).status_code == 202
+    await drain()
+    assert (await client.delete("/v1/users/gone", headers=org.sk)).status_code == 202
+    await drain()
+    returning = event("gone", "view", "sku-3", timestamp=datetime.now(UTC).isoformat())  # after the erasure
+    export = [*history, event("stays", "view", "sku-1", timestamp=at(3)), returning]
+    result = await run_import(settings, org=org.slug, events=write(tmp_path / "export.jsonl", export))
+    summary = result.summary("events")
+    assert summary is not None and (summary.erased, summary.inserted, summary.unchanged) == (2, 2, 0)
+    async with db() as session:
+        stored = (await session.execute(
+            select(Event.user_id, Event.item_id).where(Event.org_id == uuid.UUID(org.org_id))
+        )).all()
+    assert sorted(map(tuple, stored)) == [("gone", "sku-3"), ("stays", "sku-1")]
+
+
+async def test_without_redis_an_events_import_refuses_rather_than_skip_the_erasure_check(
+    settings: Settings, org: OrgKeys, db: Any, tmp_path: Path
+) -> None:
+    unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with pytest.raises(ServiceUnavailable, match="erasure records"):
+        await run_import(unreachable, org=org.slug, items=write(tmp_path / "items.jsonl", some_items(2)),
+                         events=write(tmp_path / "events.jsonl", some_events(5)))
+    assert await count(db, Event, org) == 0 and await count(db, Item, org) == 0
 
 
 async def test_unknown_org_is_refused(settings: Settings, tmp_path: Path) -> None:
