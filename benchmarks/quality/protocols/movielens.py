@@ -48,7 +48,8 @@ and genres. "Rank every item not in the training set" means: for each user with 
 ratings, every catalog movie that is not among *that user's* training items is a candidate
 (movies nobody rated in training included; they score 0), and the top 10 (20) is compared
 with the user's test items. `personalized` is scored by `personalized.user_scores` through a
-RankContext, the function the API ranks with; `popular` by the `popular` strategy. The
+RankContext: the scores the API ranks by (on ALS the API finds the same top items through its
+FactorIndex without computing them all); `popular` by the `popular` strategy. The
 baselines see the same 0/1 training matrix: implicit's ALS with the server's factors,
 regularization, alpha and iterations ("used directly": no decay, no fold-in), implicit's
 item-item cosine kNN, and closed-form EASE on 0/1 input; their own hyperparameters come from
