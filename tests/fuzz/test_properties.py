@@ -549,6 +549,11 @@ async def test_every_generated_valid_batch_is_persisted_without_being_parked(
 
 # --- top_order: the page's order is the full sort's prefix, ties broken by catalog index -------
 
+# The ranking properties below draw their vectors from a seed, and keep this share of the
+# catalog available: everything, half, or a narrow filter.
+SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
+AVAILABLE_SHARES = st.sampled_from([1.0, 0.5, 0.01])
+
 @PROPERTY
 @given(
     scores=st.lists(st.sampled_from([-np.inf, -2.5, -1.0, 0.0, 0.5, 1.0, 3.0]), min_size=1, max_size=60),
@@ -568,10 +573,10 @@ def test_top_order_is_the_prefix_of_the_full_sort(scores: list[float], k: int, s
 
 @PROPERTY
 @given(
-    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    seed=SEEDS,
     n=st.integers(min_value=1, max_value=3000),
     k=st.integers(min_value=1, max_value=100),
-    available=st.sampled_from([1.0, 0.5, 0.01]),
+    available=AVAILABLE_SHARES,
     levels=st.sampled_from([-1, 1, 3, 50, 0]),  # all tied, few distinct scores ... continuous
     nan=st.booleans(),
 )
@@ -601,10 +606,10 @@ def test_the_dense_shortlist_ranks_as_the_whole_vector_would(
 
 @PROPERTY
 @given(
-    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    seed=SEEDS,
     n=st.integers(min_value=1, max_value=4000),  # past the first chunks (1024, then 2048)
     k=st.integers(min_value=1, max_value=60),
-    available=st.sampled_from([1.0, 0.5, 0.01]),
+    available=AVAILABLE_SHARES,
     spread=st.sampled_from([0, 1, 4]),  # factor values in [-spread, spread]: 0 = every score tied
     demoted=st.booleans(),
 )
@@ -638,10 +643,10 @@ def test_the_factor_index_finds_the_top_of_the_full_product(
 
 @PROPERTY
 @given(
-    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    seed=SEEDS,
     n=st.integers(min_value=1, max_value=2000),
     need=st.integers(min_value=1, max_value=60),
-    available=st.sampled_from([1.0, 0.5, 0.01]),
+    available=AVAILABLE_SHARES,
     negative=st.booleans(),
 )
 def test_a_reused_dense_vector_pages_exactly_as_the_plain_vector(
