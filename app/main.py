@@ -51,17 +51,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url or "")
         sessions = create_session_factory(engine)
         redis = create_redis(settings.redis_url or "")
+        deadline_redis = create_redis(settings.redis_url or "", socket_timeout=None)
         state = AppState(
             settings=settings,
             engine=engine,
             sessions=sessions,
             redis=redis,
+            deadline_redis=deadline_redis,
             queue=Queue(redis),
             keys=KeyCache(sessions),
         )
         state.models = ModelCache(sessions, ModelStore(settings.models_path), max_orgs=settings.model_cache_orgs)
         state.served_log = ServedLog(state.queue)
-        state.limiter = RateLimiter(redis, settings)
+        state.limiter = RateLimiter(deadline_redis, settings)
         state.batcher = IngestBatcher(state.queue, max_records=settings.max_batch)
         app.state.lehnz = state
         stopping = asyncio.Event()
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await _stop(tasks)
             await state.models.close()
             # Bounded: a stuck connection must not keep the process from exiting.
-            for step in (state.served_log.flush(), redis.aclose(), engine.dispose()):
+            for step in (state.served_log.flush(), redis.aclose(), deadline_redis.aclose(), engine.dispose()):
                 try:
                     await asyncio.wait_for(step, timeout=3)
                 except Exception as exc:  # noqa: BLE001 - shutting down; report and go on
@@ -93,10 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     handlers.install(app)
     openapi.install(app)
-    app.include_router(health.router)
-    app.include_router(ingest.router)
-    app.include_router(users.router)
+    # Requests are matched against routers in this order: the two hot browser-facing routes first.
     app.include_router(recommend.router)
+    app.include_router(ingest.router)
+    app.include_router(health.router)
+    app.include_router(users.router)
     app.include_router(models.router)
     app.include_router(auth.router)
     app.include_router(keys.router)

@@ -3,6 +3,9 @@ live in Redis and are read at scrape time by `collect_shared`, so every api repl
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -73,8 +76,21 @@ MODEL_LOADED = Gauge(
 
 
 def observe_request(route: str, method: str, status: int, elapsed_s: float) -> None:
-    HTTP_LATENCY.labels(route, method).observe(elapsed_s)
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    latency, requests = _request_series(route, method, status)
+    latency.observe(elapsed_s)
+    requests.inc()
+
+
+# A series is looked up by its labels under a lock on every call: remember the few a process uses.
+@lru_cache(maxsize=1024)
+def _request_series(route: str, method: str, status: int) -> tuple[Any, Any]:
+    return HTTP_LATENCY.labels(route, method), HTTP_REQUESTS.labels(route, method, str(status))
+
+
+@lru_cache(maxsize=64)
+def recommend_series(strategy: str) -> tuple[Any, Any, Any]:
+    """(served, fallback, latency) of one canonical strategy."""
+    return RECOMMEND_SERVED.labels(strategy), RECOMMEND_FALLBACK.labels(strategy), RECOMMEND_LATENCY.labels(strategy)
 
 
 def forget_model(org_id: str, version: str | None) -> None:

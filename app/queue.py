@@ -49,18 +49,22 @@ def redis_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
 
 
-def create_redis(url: str) -> ArqRedis:
+def create_redis(url: str, *, socket_timeout: float | None = 5) -> ArqRedis:
     """One lazily-connecting pool per process for the queue, real-time state and rate limits.
 
     Lazy on purpose: an api replica must start (and keep serving recommendations from memory)
     while Redis is away; calls then fail fast instead of hanging a request.
+
+    `socket_timeout=None` is for callers that bound every call themselves (asyncio.timeout):
+    redis-py wraps each command's write in asyncio.wait_for when a socket timeout is set, which
+    in Python 3.11 is a task and an extra event-loop turn per command.
     """
     # One transparent retry on a dropped connection (e.g. after a Redis restart) instead of a
     # health-check PING per idle connection; every write we make is safe to repeat.
     redis = ArqRedis.from_url(
         url,
         socket_connect_timeout=2,
-        socket_timeout=5,
+        socket_timeout=socket_timeout,
         retry=RedisRetry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
     )

@@ -73,17 +73,10 @@ async def _org_for(request: Request, state: AppState, key: str | None, key_type:
     return owner
 
 
-async def publishable_org(
-    request: Request, state: State, key: Annotated[str | None, Depends(_api_key)]
-) -> KeyOwner:
-    return await _org_for(request, state, key, "publishable")
-
-
 async def secret_org(request: Request, state: State, key: Annotated[str | None, Depends(_api_key)]) -> KeyOwner:
     return await _org_for(request, state, key, "secret")
 
 
-PublishableOrg = Annotated[KeyOwner, Depends(publishable_org)]
 SecretOrg = Annotated[KeyOwner, Depends(secret_org)]
 
 _JSON_TYPES = ("application/json",)
@@ -108,6 +101,28 @@ async def json_body(request: Request) -> Any:
 
 
 JsonBody = Annotated[Any, Depends(json_body)]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishableCall:
+    """A browser-facing request, authenticated, rate limited and parsed."""
+
+    org: KeyOwner
+    body: Any
+    state: AppState
+
+
+async def publishable_call(request: Request) -> PublishableCall:
+    """The publishable key's org + JsonBody + State in one dependency, for the two hot routes (recommend and
+    events ingest). FastAPI resolves every dependency level on every request, and that took
+    more CPU than the rest of a `popular` answer (docs/benchmarks.md); same checks, same order.
+    The routes declare the key's security scheme themselves (openapi.PUBLISHABLE_KEY)."""
+    state: AppState = request.app.state.lehnz
+    org = await _org_for(request, state, request.headers.get("x-api-key"), "publishable")
+    return PublishableCall(org=org, body=await json_body(request), state=state)
+
+
+PublishableJson = Annotated[PublishableCall, Depends(publishable_call)]
 
 
 @dataclass(frozen=True)

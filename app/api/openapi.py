@@ -29,6 +29,10 @@ _DESCRIPTIONS = {
 }
 
 
+# For routes that read X-API-KEY themselves (deps.PublishableJson) instead of through `_api_key`.
+PUBLISHABLE_KEY: dict[str, Any] = {"security": [{"APIKeyHeader": []}]}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[code]} for code in codes

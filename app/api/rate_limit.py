@@ -115,9 +115,8 @@ class RateLimiter:
                 return Window(limit=limit, count=lease.counted + 1, reset_s=reset_s)
         size = min(_MAX_LEASE, limit // 100) if leased else 1
         size = max(1, size)
-        count = int(await asyncio.wait_for(
-            self._hit(keys=[counter], args=[length_s * 1000 + 1000, size]), timeout=_CHECK_TIMEOUT_S
-        ))
+        async with asyncio.timeout(_CHECK_TIMEOUT_S):  # the client has no socket timeout of its own
+            count = int(await self._hit(keys=[counter], args=[length_s * 1000 + 1000, size]))
         first = count - size + 1  # the number this request holds in the shared count
         if leased:
             usable = max(0, min(size, limit - first + 1))  # reserved requests still within the limit

@@ -25,6 +25,9 @@ class AppState:
     engine: AsyncEngine
     sessions: SessionFactory
     redis: ArqRedis
+    # The same Redis without a socket timeout, for calls on the request path that each bound
+    # their own wait (recommend's user state, rate-limit checks): see queue.create_redis.
+    deadline_redis: ArqRedis
     queue: Queue
     keys: KeyCache
     models: ModelCache | None = None

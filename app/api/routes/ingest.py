@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from app import metrics
-from app.api.deps import BatcherDep, JsonBody, PublishableOrg, SecretOrg, SettingsDep
+from app.api.deps import BatcherDep, JsonBody, PublishableJson, SecretOrg, SettingsDep
 from app.api.envelope import ok
-from app.api.openapi import error_responses, json_body_schema
+from app.api.openapi import PUBLISHABLE_KEY, error_responses, json_body_schema
 from app.errors import BadRequest, PayloadTooLarge
 from app.queue import IngestBatcher
 from app.schemas.envelope import Accepted, Envelope
@@ -88,10 +88,12 @@ async def upsert_users(org: SecretOrg, body: JsonBody, batcher: BatcherDep, sett
     response_model=Envelope[Accepted],
     responses=_ERRORS,
     summary="Ingest interaction events (publishable key)",
-    openapi_extra=json_body_schema(EventIn),
+    openapi_extra={**json_body_schema(EventIn), **PUBLISHABLE_KEY},
 )
-async def ingest_events(org: PublishableOrg, body: JsonBody, batcher: BatcherDep, settings: SettingsDep) -> Any:
-    records, single = _as_records(body, name="events", settings=settings)
+async def ingest_events(call: PublishableJson) -> Any:
+    org, settings, batcher = call.org, call.state.settings, call.state.batcher
+    assert batcher is not None
+    records, single = _as_records(call.body, name="events", settings=settings)
     events = validate_batch(EventIn, records, name="events", single=single)
     received_at = time.time()
     # The server assigns event ids before queueing, so a retried job can never duplicate one.

@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from app import metrics
-from app.api.deps import JsonBody, PublishableOrg, State
+from app.api.deps import PublishableJson
 from app.api.envelope import ok
-from app.api.openapi import error_responses, json_body_schema
+from app.api.openapi import PUBLISHABLE_KEY, error_responses, json_body_schema
 from app.errors import BadRequest, MissingStrategyInput
 from app.recommend import realtime, registry, service
 from app.recommend.filters import Filters, compile_filters
@@ -35,10 +35,11 @@ _REALTIME_TIMEOUT_S = 0.25
     response_model=Envelope[RecommendOut],
     responses=error_responses(400, 401, 403, 422, 429, 503),
     summary="Ranked items from one of the 14 strategies (publishable key)",
-    openapi_extra=json_body_schema(RecommendIn, allow_array=False),
+    openapi_extra={**json_body_schema(RecommendIn, allow_array=False), **PUBLISHABLE_KEY},
 )
-async def recommend(org: PublishableOrg, body: JsonBody, state: State) -> Any:
+async def recommend(call: PublishableJson) -> Any:
     started = time.perf_counter()
+    org, body, state = call.org, call.body, call.state
     if not isinstance(body, dict):
         raise BadRequest("Body must be a JSON object", error="body_not_object")
     request = validate_object(RecommendIn, body)
@@ -111,10 +112,11 @@ async def recommend(org: PublishableOrg, body: JsonBody, state: State) -> Any:
                 "served_at": time.time(),
             }
         )
-    metrics.RECOMMEND_SERVED.labels(strategy.name).inc()
+    served, fallback, latency = metrics.recommend_series(strategy.name)
+    served.inc()
     if page.mode == "fallback":
-        metrics.RECOMMEND_FALLBACK.labels(strategy.name).inc()
-    metrics.RECOMMEND_LATENCY.labels(strategy.name).observe(latency_ms / 1000)
+        fallback.inc()
+    latency.observe(latency_ms / 1000)
     return ok(data)
 
 
@@ -138,7 +140,9 @@ async def _user_state(state: Any, org_id: str, user_id: str | None) -> tuple[str
     try:
         # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own per request.
         async with asyncio.timeout(_REALTIME_TIMEOUT_S):
-            return await realtime.user_state(state.redis, org_id, user_id, limit=state.settings.recent_activity_len)
+            return await realtime.user_state(
+                state.deadline_redis, org_id, user_id, limit=state.settings.recent_activity_len
+            )
     except Exception as exc:  # noqa: BLE001 - degrade to the trained model only
         log.warning("real-time state unavailable (%s); answering from the trained model", type(exc).__name__)
         return user_id, []
