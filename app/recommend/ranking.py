@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -156,27 +156,61 @@ def row(matrix: csr_matrix, index: int) -> tuple[np.ndarray, np.ndarray]:
     return matrix.indices[start:stop].astype(np.int64), matrix.data[start:stop].astype(np.float64)
 
 
+@dataclass(frozen=True, eq=False)
+class Blend:
+    """Summed neighbour weights: `items` unique and ascending, `sums` their weights."""
+
+    items: np.ndarray  # int64
+    sums: np.ndarray  # float64
+
+    def without(self, drop: Iterable[int]) -> Blend:
+        dropped = np.fromiter(drop, dtype=np.int64)
+        if dropped.size == 0:
+            return self
+        # items are sorted: find each dropped one by binary search (np.isin costs more at this size)
+        at = np.searchsorted(self.items, dropped)
+        found = at < self.items.size
+        found[found] = self.items[at[found]] == dropped[found]
+        keep = np.ones(self.items.size, dtype=bool)
+        keep[at[found]] = False
+        return Blend(self.items[keep], self.sums[keep])
+
+    def as_dict(self) -> dict[int, float]:
+        return dict(zip(self.items.tolist(), self.sums.tolist()))
+
+    def ranking(self, *, reason: str, mode: str | None = None, exclude: Any = None) -> Ranking | None:
+        """As a sparse Ranking (None if empty), without a round trip through a dict."""
+        if self.items.size == 0:
+            return None
+        excluded = None if exclude is None else np.fromiter(exclude, dtype=np.int64)
+        return Ranking(self.items, self.sums, reason, mode=mode, exclude=excluded)
+
+
 def neighbour_blend(
     models: OrgModels, sources: Sequence[tuple[int, float]], parts: Sequence[tuple[str, float]]
-) -> dict[int, float]:
+) -> Blend:
     """Sum of the neighbour rows of `sources` (index, weight) in the named tables, weighted,
     with items shown often but rarely engaged with demoted."""
+    source_items = np.fromiter((i for i, _ in sources), dtype=np.int64, count=len(sources))
+    source_weights = np.fromiter((w for _, w in sources), dtype=np.float64, count=len(sources))
     columns: list[np.ndarray] = []
     values: list[np.ndarray] = []
     for table_name, table_weight in parts:
         table: csr_matrix = getattr(models, table_name)
-        for index, source_weight in sources:
-            if 0 <= index < table.shape[0]:
-                cols, vals = row(table, index)
-                columns.append(cols)
-                values.append(vals * (table_weight * source_weight))
+        inside = (source_items >= 0) & (source_items < table.shape[0])
+        starts = table.indptr[source_items[inside]]
+        lengths = table.indptr[source_items[inside] + 1] - starts
+        # Every source's row, one after the other, gathered at once (not row by row).
+        positions = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+        columns.append(table.indices[positions])
+        values.append(table.data[positions] * np.repeat(source_weights[inside] * table_weight, lengths))
     # One sum per item, added in the order above (np.bincount is sequential).
-    items, slot = np.unique(np.concatenate(columns or [np.empty(0, np.int64)]), return_inverse=True)
+    items, slot = np.unique(np.concatenate([np.empty(0, np.int64), *columns]), return_inverse=True)
     if items.size == 0:  # no source has neighbours (and a bincount of nothing is integer)
-        return {}
-    sums = np.bincount(slot, weights=np.concatenate(values), minlength=items.size)
+        return Blend(items.astype(np.int64), np.empty(0))
+    sums = np.bincount(slot, weights=np.concatenate(values).astype(np.float64), minlength=items.size)
     sums *= models.exposure_penalty[items]
-    return dict(zip(items.tolist(), sums.tolist()))
+    return Blend(items, sums)
 
 
 def best_first(scores: np.ndarray) -> np.ndarray:

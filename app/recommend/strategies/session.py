@@ -50,10 +50,8 @@ def session_based(ctx: RankContext) -> Ranking | None:
         window.append((index, _RECENCY_DECAY ** len(window)))
         if len(window) == SESSION_WINDOW:
             break
-    weights = neighbour_blend(ctx.models, [(i, w) for i, w in window if ctx.in_model(i)], _INTENT_PARTS)
-    for index in seen:
-        weights.pop(index, None)
-    return Ranking.from_weights(weights, reason="session_intent", exclude=seen)
+    blend = neighbour_blend(ctx.models, [(i, w) for i, w in window if ctx.in_model(i)], _INTENT_PARTS)
+    return blend.without(seen).ranking(reason="session_intent", exclude=seen)
 
 
 def session_resumption(ctx: RankContext) -> Ranking | None:
@@ -68,7 +66,9 @@ def session_resumption(ctx: RankContext) -> Ranking | None:
         reasons = {index: "session_resume" for index in weights}
         if ctx.models is not None:
             sources = [(i, _RECENCY_DECAY**rank) for rank, i in enumerate(items) if ctx.in_model(i)]
-            continuations = neighbour_blend(ctx.models, sources, (("transitions", 1.0), ("item_neighbors", 0.5)))
+            continuations = neighbour_blend(
+                ctx.models, sources, (("transitions", 1.0), ("item_neighbors", 0.5))
+            ).as_dict()
             top = max(continuations.values(), default=0.0)
             for index, value in continuations.items():
                 if index not in weights and top > 0:
@@ -99,10 +99,9 @@ def abandonment_recovery(ctx: RankContext) -> Ranking | None:
     if not interest:
         return None
     sources = [(i, w) for i, w in interest.items() if ctx.in_model(i)]
-    weights = neighbour_blend(ctx.models, sources, (("item_neighbors", 1.0), ("content_neighbors", 0.5)))
-    for index in (*interest, *bought):
-        weights.pop(index, None)
-    return Ranking.from_weights(weights, reason="abandoned_alternative", mode="hybrid", exclude=[*interest, *bought])
+    blend = neighbour_blend(ctx.models, sources, (("item_neighbors", 1.0), ("content_neighbors", 0.5)))
+    shown = [*interest, *bought]
+    return blend.without(shown).ranking(reason="abandoned_alternative", mode="hybrid", exclude=shown)
 
 
 def recently_viewed(ctx: RankContext) -> Ranking | None:

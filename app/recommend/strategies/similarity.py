@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.ml.content import item_tokens, vectorise
-from app.recommend.ranking import RankContext, Ranking, neighbour_blend
+from app.recommend.ranking import Blend, RankContext, Ranking, neighbour_blend
 
 # Behaviour says what people treat as alternatives; attributes cover items nobody touched yet.
 _BEHAVIOURAL_SHARE = 0.7
@@ -17,8 +17,8 @@ def similar(ctx: RankContext) -> Ranking | None:
         return None
     if not ctx.in_model(item):
         return _new_item_by_content(ctx, item)
-    behavioural = neighbour_blend(ctx.models, [(item, 1.0)], [("item_neighbors", 1.0)])
-    content = neighbour_blend(ctx.models, [(item, 1.0)], [("content_neighbors", 1.0)])
+    behavioural = neighbour_blend(ctx.models, [(item, 1.0)], [("item_neighbors", 1.0)]).as_dict()
+    content = neighbour_blend(ctx.models, [(item, 1.0)], [("content_neighbors", 1.0)]).as_dict()
     behavioural.pop(item, None)
     content.pop(item, None)
     if not behavioural:
@@ -42,9 +42,9 @@ def _pairs(ctx: RankContext, table: str, *, reason: str) -> Ranking | None:
     if ctx.models is None or not ctx.in_model(item):
         return None
     assert item is not None
-    weights = neighbour_blend(ctx.models, [(item, 1.0)], [(table, 1.0)])
-    weights.pop(item, None)
-    return Ranking.from_weights({i: w for i, w in weights.items() if w > 0}, reason=reason)
+    blend = neighbour_blend(ctx.models, [(item, 1.0)], [(table, 1.0)]).without([item])
+    positive = blend.sums > 0
+    return Blend(blend.items[positive], blend.sums[positive]).ranking(reason=reason)
 
 
 def _new_item_by_content(ctx: RankContext, item: int) -> Ranking | None:
