@@ -113,10 +113,11 @@ class PublishableCall:
 
 
 async def publishable_call(request: Request) -> PublishableCall:
-    """The publishable key's org + JsonBody + State in one dependency, for the two hot routes (recommend and
-    events ingest). FastAPI resolves every dependency level on every request, and that took
-    more CPU than the rest of a `popular` answer (docs/benchmarks.md); same checks, same order.
-    The routes declare the key's security scheme themselves (openapi.PUBLISHABLE_KEY)."""
+    """The publishable key's org, the JSON body and the state in one dependency, for the two hot
+    routes (recommend, events ingest): FastAPI 0.165 re-derives every dependency level's cache
+    key and scopes on every request, which cost more CPU than ranking a `popular` answer
+    (docs/benchmarks.md). Same checks in the same order as SecretOrg + JsonBody. The routes
+    declare the key's security scheme themselves (openapi.PUBLISHABLE_KEY)."""
     state: AppState = request.app.state.lehnz
     org = await _org_for(request, state, request.headers.get("x-api-key"), "publishable")
     return PublishableCall(org=org, body=await json_body(request), state=state)

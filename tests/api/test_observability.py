@@ -112,5 +112,9 @@ async def test_openapi_document_validates_and_uses_the_envelope(client: Any) -> 
             assert b"Envelope" in schema or b"ErrorEnvelope" in schema or status == "200" and path in (
                 "/healthz", "/readyz"), (path, method, status)
     assert "ItemIn" in spec["components"]["schemas"] and "RecommendIn" in spec["components"]["schemas"]
+    # Every key-protected route documents X-API-KEY, including the two that read it themselves.
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-KEY"
+    for path in ("/v1/recommend", "/v1/ingest/events/ingest", "/v1/ingest/items/upsert", "/v1/models/train"):
+        assert spec["paths"][path]["post"]["security"] == [{"APIKeyHeader": []}], path
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
