@@ -34,9 +34,19 @@ class OwnRedis:
         """Graceful: SHUTDOWN flushes the AOF."""
         self._servers.close()
 
+    def pause(self) -> None:
+        """A stall: the process stops answering, its connections stay open (SIGSTOP)."""
+        os.kill(self._pid(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self._pid(), signal.SIGCONT)
+
+    def _pid(self) -> int:
+        return int((self._servers.data_dir / "redis" / "redis.pid").read_text())
+
     def kill(self) -> None:
         """A crash: SIGKILL, no chance to flush anything."""
-        pid = int((self._servers.data_dir / "redis" / "redis.pid").read_text())
+        pid = self._pid()
         os.kill(pid, signal.SIGKILL)
         _wait_gone(pid)
         self._servers.close()  # forget the dead server; the next start() reads the AOF

@@ -195,6 +195,39 @@ async def test_redis_outage_keeps_recommendations_serving_from_memory(
         await eventually(accepting, timeout=10)
 
 
+async def test_stalled_redis_delays_recommendations_by_the_real_time_timeout_only(
+    own_redis: Any, app_with: Any, org: OrgKeys, drain: Any
+) -> None:
+    # The request path's Redis client has no socket timeout (app/queue.py): every call on it
+    # must carry its own bound, or a Redis that stops answering would hang recommendations.
+    async with app_with(redis_url=own_redis.url) as client:
+        async def drain_own() -> None:
+            await drain(redis_url=own_redis.url)
+
+        version = await build_world(client, org, drain_own, items=[item(f"p{k}") for k in range(5)],
+                                    events=[event(f"u{n}", "view", f"p{n % 5}") for n in range(20)])
+        own_redis.pause()
+        try:
+            for user in ("u1", "u2", "u3"):  # more than one, so a rate-limit check meets the stall too
+                served = await asyncio.wait_for(
+                    client.post("/v1/recommend", json={"strategy": "personalized", "user_id": user},
+                                headers=org.pk),
+                    timeout=3,  # the bounds are 0.25 s each; without them this would never return
+                )
+                assert served.status_code == 200 and served.json()["data"]["model_version"] == version
+                assert served.json()["data"]["results"]
+        finally:
+            own_redis.resume()
+
+        async def real_time_again() -> bool:  # connections cut by the timeouts are replaced
+            served = await client.post("/v1/recommend", json={"strategy": "recently-viewed", "user_id": "u1"},
+                                       headers=org.pk)
+            first = served.json()["data"]["results"][0]  # u1's only view, read from Redis
+            return served.status_code == 200 and (first["item_id"], first["reason"]) == ("p1", "recently_viewed")
+
+        await eventually(real_time_again, timeout=10)
+
+
 @pytest.mark.parametrize("breakage", ["nan_weights", "unwritable_store"])
 async def test_failed_train_keeps_the_previous_model_and_records_last_error(
     client: Any, org: OrgKeys, drain: Any, settings: Any, tmp_path: Any, breakage: str
