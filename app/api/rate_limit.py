@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import metrics, redis_keys
+from app.breaker import Breaker
 from app.errors import RateLimited, ServiceUnavailable
 from app.settings import Settings
 from app.storage.orgs import KeyOwner
@@ -98,6 +99,7 @@ class RateLimiter:
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
         self._last_outage_log = 0.0
         self._leases: dict[str, _Lease] = {}
+        self._breaker = Breaker()
 
     async def window(self, scope: str, key: str, item: RateLimitItem, *, leased: bool = False) -> Window:
         length_s = int(item.get_expiry())
@@ -127,9 +129,12 @@ class RateLimiter:
 
     async def hit_org(self, request: Request, owner: KeyOwner, settings: Settings) -> None:
         item = parse_limit(owner.rate_limit) if owner.rate_limit else self.default_limit
+        if self._breaker.open:
+            return  # Redis failed a moment ago: fail open without waiting for it again
         try:
             window = await self.window("org", str(owner.org_id), item, leased=True)
         except (RedisError, OSError, TimeoutError) as exc:
+            self._breaker.failed()
             self._log_outage(exc)
             return  # fail open: reads keep serving; writes fail later with 503 on the enqueue
         request.state.rate_limit = window
@@ -139,9 +144,12 @@ class RateLimiter:
 
     async def hit_ip(self, request: Request) -> None:
         ip = self.client_ip(request)
+        if self._breaker.open:
+            raise ServiceUnavailable()  # fail closed at once while Redis is known to be failing
         try:
             window = await self.window("ip", ip, self.auth_limit)
         except (RedisError, OSError, TimeoutError) as exc:
+            self._breaker.failed()
             self._log_outage(exc)
             raise ServiceUnavailable() from exc  # fail closed: no unlimited password guessing
         request.state.rate_limit = window

@@ -9,6 +9,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.auth import KeyCache
+from app.breaker import Breaker
 from app.queue import IngestBatcher, Queue
 from app.settings import Settings
 from app.storage.db import SessionFactory
@@ -35,3 +36,6 @@ class AppState:
     limiter: RateLimiter | None = None
     batcher: IngestBatcher | None = None
     background: list[object] = field(default_factory=list)
+    # Open for a moment after a failed real-time read: recommend then answers without it at once
+    # instead of every request waiting out the timeout while Redis stalls (app/breaker.py).
+    realtime_breaker: Breaker = field(default_factory=Breaker)

@@ -14,6 +14,7 @@ from app import metrics
 from app.api.deps import PublishableJson
 from app.api.envelope import ok
 from app.api.openapi import PUBLISHABLE_KEY, error_responses, json_body_schema
+from app.api.state import AppState
 from app.errors import BadRequest, MissingStrategyInput
 from app.recommend import realtime, registry, service
 from app.recommend.filters import Filters, compile_filters
@@ -134,9 +135,9 @@ def _require_inputs(strategy: registry.Strategy, request: RecommendIn, filters: 
         ])
 
 
-async def _user_state(state: Any, org_id: str, user_id: str | None) -> tuple[str | None, list[Activity]]:
-    if user_id is None:
-        return None, []
+async def _user_state(state: AppState, org_id: str, user_id: str | None) -> tuple[str | None, list[Activity]]:
+    if user_id is None or state.realtime_breaker.open:
+        return user_id, []
     try:
         # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own per request.
         async with asyncio.timeout(_REALTIME_TIMEOUT_S):
@@ -144,5 +145,6 @@ async def _user_state(state: Any, org_id: str, user_id: str | None) -> tuple[str
                 state.deadline_redis, org_id, user_id, limit=state.settings.recent_activity_len
             )
     except Exception as exc:  # noqa: BLE001 - degrade to the trained model only
+        state.realtime_breaker.failed()
         log.warning("real-time state unavailable (%s); answering from the trained model", type(exc).__name__)
         return user_id, []
