@@ -173,7 +173,10 @@ class Blend:
         found[found] = self.items[at[found]] == dropped[found]
         keep = np.ones(self.items.size, dtype=bool)
         keep[at[found]] = False
-        return Blend(self.items[keep], self.sums[keep])
+        return self.kept(keep)
+
+    def kept(self, mask: np.ndarray) -> Blend:
+        return Blend(self.items[mask], self.sums[mask])
 
     def as_dict(self) -> dict[int, float]:
         return dict(zip(self.items.tolist(), self.sums.tolist()))
@@ -207,8 +210,8 @@ def neighbour_blend(
     # One sum per item, added in the order above (np.bincount is sequential).
     items, slot = np.unique(np.concatenate([np.empty(0, np.int64), *columns]), return_inverse=True)
     if items.size == 0:  # no source has neighbours (and a bincount of nothing is integer)
-        return Blend(items.astype(np.int64), np.empty(0))
-    sums = np.bincount(slot, weights=np.concatenate(values).astype(np.float64), minlength=items.size)
+        return Blend(items, np.empty(0))
+    sums = np.bincount(slot, weights=np.concatenate(values), minlength=items.size)
     sums *= models.exposure_penalty[items]
     return Blend(items, sums)
 

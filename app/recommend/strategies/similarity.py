@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.ml.content import item_tokens, vectorise
-from app.recommend.ranking import Blend, RankContext, Ranking, neighbour_blend
+from app.recommend.ranking import RankContext, Ranking, neighbour_blend
 
 # Behaviour says what people treat as alternatives; attributes cover items nobody touched yet.
 _BEHAVIOURAL_SHARE = 0.7
@@ -43,8 +43,7 @@ def _pairs(ctx: RankContext, table: str, *, reason: str) -> Ranking | None:
         return None
     assert item is not None
     blend = neighbour_blend(ctx.models, [(item, 1.0)], [(table, 1.0)]).without([item])
-    positive = blend.sums > 0
-    return Blend(blend.items[positive], blend.sums[positive]).ranking(reason=reason)
+    return blend.kept(blend.sums > 0).ranking(reason=reason)
 
 
 def _new_item_by_content(ctx: RankContext, item: int) -> Ranking | None:
