@@ -170,15 +170,22 @@ async def test_postgres_outage_keeps_accepting_and_everything_lands_after(
     await engine.dispose()
 
 
+async def _five_items_served(client: Any, org: OrgKeys, own_redis: Any, drain: Any) -> str | None:
+    """Five items viewed by twenty users, trained and served by an app on `own_redis`
+    (user u<n> viewed p<n % 5>)."""
+
+    async def drain_own() -> None:
+        await drain(redis_url=own_redis.url)
+
+    return await build_world(client, org, drain_own, items=[item(f"p{k}") for k in range(5)],
+                             events=[event(f"u{n}", "view", f"p{n % 5}") for n in range(20)])
+
+
 async def test_redis_outage_keeps_recommendations_serving_from_memory(
     own_redis: Any, app_with: Any, org: OrgKeys, drain: Any
 ) -> None:
     async with app_with(redis_url=own_redis.url) as client:
-        async def drain_own() -> None:
-            await drain(redis_url=own_redis.url)
-
-        version = await build_world(client, org, drain_own, items=[item(f"p{k}") for k in range(5)],
-                                    events=[event(f"u{n}", "view", f"p{n % 5}") for n in range(20)])
+        version = await _five_items_served(client, org, own_redis, drain)
         own_redis.stop()
         served = await client.post("/v1/recommend", json={"strategy": "personalized", "user_id": "u1"},
                                    headers=org.pk)
@@ -203,11 +210,7 @@ async def test_stalled_redis_delays_only_one_recommendation_per_cool_down(
     # and after one call times out, the next ones skip Redis for a moment (app/breaker.py)
     # instead of each waiting out its 0.25 s.
     async with app_with(redis_url=own_redis.url) as client:
-        async def drain_own() -> None:
-            await drain(redis_url=own_redis.url)
-
-        version = await build_world(client, org, drain_own, items=[item(f"p{k}") for k in range(5)],
-                                    events=[event(f"u{n}", "view", f"p{n % 5}") for n in range(20)])
+        version = await _five_items_served(client, org, own_redis, drain)
         own_redis.pause()
         try:
             # personalized reads the user's real-time state; 25 requests also outlast the rate
