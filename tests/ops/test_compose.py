@@ -233,6 +233,12 @@ def test_redis_persists_every_accepted_job(config: dict[str, Any]) -> None:
     assert any(v.split(":")[0] in config["volumes"] and v.split(":")[1] == "/data" for v in volumes)
 
 
+def test_redis_fsync_policy_is_an_operator_setting() -> None:
+    # `always` is the documented way to lose nothing accepted even when the host crashes.
+    argv = command_argv(compose_config({"REDIS_APPENDFSYNC": "always"})["services"]["redis"]["command"])
+    assert dict(zip(argv[1::2], argv[2::2], strict=True))["--appendfsync"] == "always"
+
+
 @pytest.mark.parametrize(("service", "repository"), [("postgres", "postgres"), ("redis", "redis")])
 def test_backing_images_are_pinned(config: dict[str, Any], service: str, repository: str) -> None:
     image = config["services"][service]["image"]
