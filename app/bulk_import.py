@@ -62,7 +62,7 @@ class FileSummary:
     lines: int = 0  # records read (blank lines are not records)
     inserted: int = 0
     updated: int = 0
-    erased: int = 0  # events of users erased (DELETE /v1/users/{id}) after the event happened
+    erased: int = 0  # events / user rows of users erased (DELETE /v1/users/{id}) after their time
     seconds: float = 0.0
 
     @property
@@ -273,11 +273,11 @@ class _FileReader:
         from pydantic import TypeAdapter
 
         self.kind, self.path, self.received_at = kind, path, received_at
-        self.erased = erased  # user id -> time of its erasure request (events only)
+        self.erased = erased  # user id -> time of its erasure request (events and users files)
         self.size = path.stat().st_size
         self.lines = 0
         self.bad_lines = 0
-        self.erased_events = 0
+        self.erased_rows = 0
         self._problems: list[tuple[int, str]] = []
         # (occurred_at, line, previous_user_id, user_id) of each identify event, for stitching
         self.identifies: list[tuple[float, int, str, str]] = []
@@ -332,6 +332,8 @@ class _FileReader:
                 rows = [self._to_row(line, model) for (line, _), model in zip(chunk, valid, strict=True)]
                 if self.kind == "events":
                     rows = self._events(chunk, valid, rows)
+                elif self.kind == "users":
+                    rows = self._users(rows)
         return _Chunk(rows, self.lines, self._raw.tell(), last)
 
     def _events(self, chunk: list[tuple[int, Any]], valid: list[Any], rows: list[tuple[Any, ...]]) -> list[Any]:
@@ -340,13 +342,25 @@ class _FileReader:
         identifies. Row layout: _row_builder's event_row (row[1] user_id, row[-1] occurred_at)."""
         kept: list[tuple[Any, ...]] = []
         for (line, _), e, row in zip(chunk, valid, rows, strict=True):
-            if row[-1] <= self.erased.get(row[1], float("-inf")):
-                self.erased_events += 1
+            if self._erased_after(row[1], row[-1]):
                 continue
             kept.append(row)
             if e.event_name == "identify":
                 self.identifies.append((row[-1], line, e.previous_user_id, e.user_id))
         return kept
+
+    def _users(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Drops profiles of erased users created before the erasure: an old export must not
+        bring the profile back; an account created after it (the id reused) is imported.
+        Row layout: _row_builder's user_row (row[1] user_id, row[-1] created_at)."""
+        return [row for row in rows if not self._erased_after(row[1], row[-1])]
+
+    def _erased_after(self, user_id: str, at: float) -> bool:
+        """True (and counted) when the user was erased at or after `at`."""
+        if at <= self.erased.get(user_id, float("-inf")):
+            self.erased_rows += 1
+            return True
+        return False
 
     def close(self) -> None:
         self._stream.close()
@@ -392,7 +406,7 @@ async def _load_file(
             with contextlib.suppress(Exception):
                 await reading
     summary.lines = reader.lines
-    summary.erased = reader.erased_events
+    summary.erased = reader.erased_rows
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -420,7 +434,7 @@ async def run_import(
     try:
         async with create_session_factory(engine)() as session, session.begin():
             org_id = (await orgs.get_org_by_slug(session, org)).id
-            erased = await _erasures(settings, str(org_id)) if events is not None else {}
+            erased = await _erasures(settings, str(org_id)) if events is not None or users is not None else {}
             result = ImportResult([])
             errors: list[str] = []
             bad_lines = 0
@@ -472,8 +486,8 @@ async def run_import(
 
 async def _erasures(settings: Settings, org_id: str) -> dict[str, float]:
     """User id -> time of its erasure request (the tombstones DELETE /v1/users/{id} leaves in
-    Redis). Without them an import could bring an erased user's history back, so an events
-    import refuses to run rather than guess."""
+    Redis). Without them an import could bring an erased user's history or profile back, so an
+    events or users import refuses to run rather than guess."""
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
@@ -485,8 +499,8 @@ async def _erasures(settings: Settings, org_id: str) -> dict[str, float]:
         tombstones = await client.hgetall(redis_keys.erased(org_id))
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable(
-            f"cannot read the erasure records in Redis ({exc}); importing events without them could "
-            "bring back the history of users erased with DELETE /v1/users/{id}. Nothing was imported: "
+            f"cannot read the erasure records in Redis ({exc}); importing events or users without them "
+            "could bring back users erased with DELETE /v1/users/{id}. Nothing was imported: "
             "start Redis and run the import again"
         ) from None
     finally:
@@ -633,5 +647,8 @@ def _print_summary(result: ImportResult) -> None:
         out.print(f"identity aliases set or re-pointed: {len(result.aliases):,}")
         if events.erased:
             out.print(f"events skipped, of users erased after they happened: {events.erased:,}")
+    users = result.summary("users")
+    if users is not None and users.erased:
+        out.print(f"users skipped, erased after they were created: {users.erased:,}")
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")

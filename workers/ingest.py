@@ -42,14 +42,16 @@ async def ingest_items(ctx: dict[str, Any], *, org_id: str, records: list[dict[s
 
 
 async def ingest_users(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
+    redis = ctx["redis"]
     try:
+        records = await _drop_erased(redis, org_id, records, kind="users")
         async with ctx["sessions"]() as session, session.begin():
-            await catalog.upsert_users(session, uuid.UUID(org_id), records)
+            if records:
+                await catalog.upsert_users(session, uuid.UUID(org_id), records)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="ingest_users", kwargs=_kw(org_id, records), kind="users",
                              records=len(records))
         return 0
-    redis = ctx["redis"]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hincrby(redis_keys.INGEST_STATS, "users:persisted", len(records))
         pipe.zrem(redis_keys.pending(org_id), ctx["job_id"])
@@ -60,9 +62,10 @@ async def ingest_users(ctx: dict[str, Any], *, org_id: str, records: list[dict[s
 async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
     redis = ctx["redis"]
     settings = ctx["settings"]
-    records = await _drop_erased(redis, org_id, records)
-    identifies = sorted((r for r in records if r["event_name"] == "identify"), key=lambda r: r["occurred_at"])
     try:
+        # Inside the try: a Redis error here is retried like a Postgres one, never a lost job.
+        records = await _drop_erased(redis, org_id, records, kind="events")
+        identifies = sorted((r for r in records if r["event_name"] == "identify"), key=lambda r: r["occurred_at"])
         async with ctx["sessions"]() as session, session.begin():
             org_uuid = uuid.UUID(org_id)
             new_ids = await events.insert_events(session, org_uuid, records) if records else set()
@@ -114,15 +117,17 @@ async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> 
     return len(rows)
 
 
-async def _drop_erased(redis: Any, org_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events of an erased user that were received before the erasure request are not stored."""
+async def _drop_erased(redis: Any, org_id: str, records: list[dict[str, Any]], *, kind: str) -> list[dict[str, Any]]:
+    """Records (events, user upserts) of an erased user that were received before the erasure
+    request are not stored: a job accepted before a DELETE can run after it (worker concurrency,
+    retries), and must not bring the user back."""
     user_ids = sorted({r["user_id"] for r in records})
     tombstones = await redis.hmget(redis_keys.erased(org_id), user_ids) if user_ids else []
     erased_at = {u: float(t) for u, t in zip(user_ids, tombstones, strict=True) if t is not None}
     if not erased_at:
         return records
     kept = [r for r in records if r["received_at"] > erased_at.get(r["user_id"], float("-inf"))]
-    log.info("dropped %d events of erased users in org %s", len(records) - len(kept), org_id)
+    log.info("dropped %d %s of erased users in org %s", len(records) - len(kept), kind, org_id)
     return kept
 
 

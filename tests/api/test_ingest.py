@@ -270,6 +270,38 @@ async def test_delete_user_erases_events_aliases_and_realtime_state(
     assert await count(db, IdentityAlias, org) == 0
 
 
+async def test_jobs_accepted_before_an_erasure_but_run_after_it_do_not_bring_the_user_back(
+    client: Any, org: OrgKeys, db: Any, redis: Any, drain: Any
+) -> None:
+    """A job accepted before the DELETE can run after it (a retry after a Postgres blip, or a
+    slower job beside the erasure on a worker running several at once)."""
+    from app.queue import Queue
+
+    assert (await client.post(USERS, json=user("gone"), headers=org.sk)).status_code == 202
+    await drain()
+    assert (await client.delete("/v1/users/gone", headers=org.sk)).status_code == 202
+    await drain()
+    assert await count(db, User, org) == 0
+    before = float(await redis.hget(redis_keys.erased(org.org_id), "gone")) - 1.0
+    queue = Queue(redis)
+    await queue.enqueue_ingest("users", org.org_id, [
+        {"user_id": "gone", "status": "active", "attributes": {"email": "gone@example.com"},
+         "created_at": 1.7e9, "received_at": before},
+    ])
+    await queue.enqueue_ingest("events", org.org_id, [
+        {"event_id": str(uuid.uuid4()), "user_id": "gone", "event_family": "engagement", "event_name": "view",
+         "item_id": "i", "previous_user_id": None, "recommendation_id": None, "context": None,
+         "occurred_at": 1.7e9, "received_at": before},
+    ])
+    await drain()
+    assert await count(db, User, org) == 0 and await count(db, Event, org) == 0
+    assert await redis.zcard(redis_keys.pending(org.org_id)) == 0  # the jobs are done, not parked
+    # The shopper signs up again after the erasure: stored as usual.
+    assert (await client.post(USERS, json=user("gone"), headers=org.sk)).status_code == 202
+    await drain()
+    assert await count(db, User, org) == 1
+
+
 async def test_unknown_path_and_method_use_the_envelope(client: Any) -> None:
     response = await client.get("/v1/nope")
     assert response.status_code == 404

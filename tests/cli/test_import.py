@@ -27,6 +27,7 @@ from app.storage.tables import Event, IdentityAlias, Item, User
 from tests.factories import OrgKeys, event, item, user
 
 EVENTS = "/v1/ingest/events/ingest"
+USERS = "/v1/ingest/users/upsert"
 
 
 def write(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -369,14 +370,38 @@ async def test_an_old_export_does_not_bring_an_erased_users_history_back(
     assert sorted(map(tuple, stored)) == [("gone", "sku-3"), ("stays", "sku-1")]
 
 
-async def test_without_redis_an_events_import_refuses_rather_than_skip_the_erasure_check(
-    settings: Settings, org: OrgKeys, db: Any, tmp_path: Path
+async def test_an_old_export_does_not_bring_an_erased_users_profile_back(
+    settings: Settings, org: OrgKeys, client: Any, db: Any, drain: Any, tmp_path: Path
+) -> None:
+    for user_id in ("gone", "back"):
+        assert (await client.post(USERS, json=user(user_id), headers=org.sk)).status_code == 202
+    await drain()
+    for user_id in ("gone", "back"):
+        assert (await client.delete(f"/v1/users/{user_id}", headers=org.sk)).status_code == 202
+    await drain()
+    export = [
+        user("gone", created_at=at(1)),  # the erased profile, as an old export holds it
+        user("stays", created_at=at(2)),
+        user("back", created_at=datetime.now(UTC).isoformat()),  # an account created after the erasure
+    ]
+    result = await run_import(settings, org=org.slug, users=write(tmp_path / "users.jsonl", export))
+    summary = result.summary("users")
+    assert summary is not None and (summary.erased, summary.inserted, summary.unchanged) == (1, 2, 0)
+    async with db() as session:
+        stored = (await session.scalars(select(User.user_id).where(User.org_id == uuid.UUID(org.org_id)))).all()
+    assert sorted(stored) == ["back", "stays"]
+
+
+@pytest.mark.parametrize("kind", ["events", "users"])
+async def test_without_redis_an_import_of_personal_data_refuses_rather_than_skip_the_erasure_check(
+    settings: Settings, org: OrgKeys, db: Any, tmp_path: Path, kind: str
 ) -> None:
     unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    personal = {"events": some_events(5), "users": [user("u1"), user("u2")]}[kind]
     with pytest.raises(ServiceUnavailable, match="erasure records"):
         await run_import(unreachable, org=org.slug, items=write(tmp_path / "items.jsonl", some_items(2)),
-                         events=write(tmp_path / "events.jsonl", some_events(5)))
-    assert await count(db, Event, org) == 0 and await count(db, Item, org) == 0
+                         **{kind: write(tmp_path / f"{kind}.jsonl", personal)})
+    assert await count(db, Event, org) == 0 and await count(db, User, org) == 0 and await count(db, Item, org) == 0
 
 
 async def test_unknown_org_is_refused(settings: Settings, tmp_path: Path) -> None:
