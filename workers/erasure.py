@@ -1,4 +1,5 @@
-"""GDPR erasure: the user's profile, events (under every alias), aliases and real-time state."""
+"""GDPR erasure: the user's profile, events (under every alias), aliases, real-time state, and
+their id on the served-recommendation log."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from app import redis_keys
 from app.storage import events, identity
-from app.storage.tables import User
+from app.storage.tables import ServedRecommendation, User
 from workers.failures import handle_failure
 
 log = logging.getLogger("lehnz.worker.erasure")
@@ -25,6 +26,12 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
             ids = sorted({user_id, canonical, *await identity.aliases_of(session, org_uuid, canonical)})
             deleted = await events.delete_user_events(session, org_uuid, ids, received_before=requested_at)
             await session.execute(delete(User).where(User.org_id == org_uuid, User.user_id.in_(ids)))
+            # What was recommended to them stays counted in analytics, no longer tied to the person.
+            await session.execute(
+                update(ServedRecommendation)
+                .where(ServedRecommendation.org_id == org_uuid, ServedRecommendation.user_id.in_(ids))
+                .values(user_id=None)
+            )
             await identity.delete_aliases(session, org_uuid, canonical)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(

@@ -108,6 +108,7 @@ async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> 
     from app.storage import served
 
     try:
+        rows = await _forget_erased_viewers(ctx["redis"], rows)
         async with ctx["sessions"]() as session, session.begin():
             await served.insert_served(session, rows)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
@@ -121,14 +122,45 @@ async def _drop_erased(redis: Any, org_id: str, records: list[dict[str, Any]], *
     """Records (events, user upserts) of an erased user that were received before the erasure
     request are not stored: a job accepted before a DELETE can run after it (worker concurrency,
     retries), and must not bring the user back."""
-    user_ids = sorted({r["user_id"] for r in records})
-    tombstones = await redis.hmget(redis_keys.erased(org_id), user_ids) if user_ids else []
-    erased_at = {u: float(t) for u, t in zip(user_ids, tombstones, strict=True) if t is not None}
+    erased_at = await _erasure_times(redis, {(org_id, r["user_id"]) for r in records})
     if not erased_at:
         return records
-    kept = [r for r in records if r["received_at"] > erased_at.get(r["user_id"], float("-inf"))]
+    kept = [r for r in records if r["received_at"] > erased_at.get((org_id, r["user_id"]), float("-inf"))]
     log.info("dropped %d %s of erased users in org %s", len(records) - len(kept), kind, org_id)
     return kept
+
+
+async def _forget_erased_viewers(redis: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Served rows of a user erased after the recommendation was served keep no user id (the
+    erasure ran while they sat in the api's buffer or the queue); the rest of the row stays for
+    analytics, as the erasure itself leaves it (workers/erasure.py)."""
+    erased_at = await _erasure_times(redis, {(r["org_id"], r["user_id"]) for r in rows if r.get("user_id")})
+    if not erased_at:
+        return rows
+    return [
+        {**r, "user_id": None} if r["served_at"] <= erased_at.get((r["org_id"], r.get("user_id")), float("-inf")) else r
+        for r in rows
+    ]
+
+
+async def _erasure_times(redis: Any, users: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """(org id, user id) -> when that user's erasure was requested, for the erased ones among
+    `users` (the tombstones DELETE /v1/users/{id} leaves); one round trip."""
+    by_org: dict[str, list[str]] = defaultdict(list)
+    for org_id, user_id in sorted(users):
+        by_org[org_id].append(user_id)
+    if not by_org:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for org_id, user_ids in by_org.items():
+            pipe.hmget(redis_keys.erased(org_id), user_ids)
+        replies = await pipe.execute()
+    return {
+        (org_id, user_id): float(at)
+        for (org_id, user_ids), tombstones in zip(by_org.items(), replies, strict=True)
+        for user_id, at in zip(user_ids, tombstones, strict=True)
+        if at is not None
+    }
 
 
 async def _group_by_canonical_user(

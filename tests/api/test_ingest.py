@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app import redis_keys
-from app.storage.tables import Event, IdentityAlias, Item, User
+from app.storage.tables import Event, IdentityAlias, Item, ServedRecommendation, User
 from tests.factories import OrgKeys, event, item, user
 
 ITEMS = "/v1/ingest/items/upsert"
@@ -300,6 +300,42 @@ async def test_jobs_accepted_before_an_erasure_but_run_after_it_do_not_bring_the
     assert (await client.post(USERS, json=user("gone"), headers=org.sk)).status_code == 202
     await drain()
     assert await count(db, User, org) == 1
+
+
+async def test_erasure_unties_the_served_log_from_the_user_and_keeps_the_counts(
+    client: Any, app: Any, org: OrgKeys, db: Any, redis: Any, drain: Any
+) -> None:
+    from app.queue import Queue
+
+    async def served_to() -> list[str | None]:
+        """The served log's user ids, untied (None) ones first."""
+        async with db() as session:
+            rows = await session.scalars(select(ServedRecommendation.user_id).where(
+                ServedRecommendation.org_id == uuid.UUID(org.org_id)))
+            return sorted(rows, key=lambda user_id: (user_id is not None, user_id or ""))
+
+    await client.post(ITEMS, json=[item("a"), item("b")], headers=org.sk)
+    await drain()
+    for user_id in ("gone", "stays"):
+        response = await client.post("/v1/recommend", json={"strategy": "popular", "user_id": user_id},
+                                     headers=org.pk)
+        assert response.status_code == 200
+    await app.state.lehnz.served_log.flush()
+    await drain()
+    assert await served_to() == ["gone", "stays"]
+    assert (await client.delete("/v1/users/gone", headers=org.sk)).status_code == 202
+    await drain()
+    assert await served_to() == [None, "stays"]
+    # A row that sat in the api's buffer or the queue while the erasure ran loses the id too.
+    erased_at = float(await redis.hget(redis_keys.erased(org.org_id), "gone"))
+    late = {"org_id": org.org_id, "recommendation_id": str(uuid.uuid4()), "strategy": "popular",
+            "mode": "popularity", "user_id": "gone", "context_item_id": None, "item_ids": ["a"],
+            "model_version": None, "served_at": erased_at - 0.5}
+    await Queue(redis).enqueue_served([late])
+    await drain()
+    assert await served_to() == [None, None, "stays"]
+    totals = (await client.get("/v1/analytics/recommendations", headers=org.sk)).json()["data"]["totals"]
+    assert totals["served"] == 3
 
 
 async def test_unknown_path_and_method_use_the_envelope(client: Any) -> None:
