@@ -176,15 +176,24 @@ def _nested_lists(levels: int) -> list[Any]:
 
 @pytest.mark.parametrize("shape", ["lists", "objects", "unclosed"])
 @pytest.mark.parametrize("path", [ITEMS, USERS, EVENTS, RECOMMEND, "/auth/login"])
-async def test_10000_levels_of_nesting_are_400(client: Any, canary: Canary, path: str, shape: str) -> None:
+async def test_10000_levels_of_nesting_are_400(
+    client: Any, app_with: Any, canary: Canary, path: str, shape: str
+) -> None:
     levels = 10_000
     content = {
         "lists": b"[" * levels + b"]" * levels,
         "objects": b'{"a":' * levels + b"1" + b"}" * levels,
         "unclosed": b"[" * levels,
     }[shape]
-    headers = canary.org.pk if path in (EVENTS, RECOMMEND) else canary.org.sk
-    assert_refused(await client.post(path, content=content, headers={**headers, **JSON}), 400)
+    if path.startswith("/auth/"):
+        # From an address of its own: the per-IP auth limit (checked before the body) must not
+        # depend on how many /auth calls earlier tests made from the shared client's address.
+        async with app_with(client_ip=_ip()) as own:
+            response = await own.post(path, content=content, headers=JSON)
+    else:
+        headers = canary.org.pk if path in (EVENTS, RECOMMEND) else canary.org.sk
+        response = await client.post(path, content=content, headers={**headers, **JSON})
+    assert_refused(response, 400)
     await canary.assert_nothing_lost()
 
 
