@@ -44,8 +44,9 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
         pipe.hdel(redis_keys.aliases(org_id), *ids)
         # Late events of these ids received before the request are dropped by the ingest job.
         pipe.hset(redis_keys.erased(org_id), mapping={uid: requested_at for uid in ids})
-        # The trained model still holds the user: the scheduler retrains at its next interval.
-        pipe.hincrby(redis_keys.NEW_DATA, org_id, max(1, deleted))
+        # The trained model still holds the user: count the erasure as enough new data for the
+        # scheduler to retrain at its next interval, whatever LEHNZ_TRAIN_MIN_NEW_EVENTS says.
+        pipe.hincrby(redis_keys.NEW_DATA, org_id, max(1, deleted, ctx["settings"].train_min_new_events))
         await pipe.execute()
     log.info("erased user in org %s: %d events, %d ids", org_id, deleted, len(ids))
     return deleted

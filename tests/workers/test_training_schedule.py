@@ -75,6 +75,25 @@ async def test_new_data_triggers_a_retrain_only_after_the_interval(
     assert not await _queued(redis, org)
 
 
+async def test_an_erasure_makes_the_org_due_for_a_retrain_whatever_the_threshold(
+    client: Any, org: OrgKeys, settings: Any, redis: Any, drain: Any
+) -> None:
+    await client.post("/v1/ingest/items/upsert", json=[item("a"), item("b")], headers=org.sk)
+    await client.post("/v1/ingest/events/ingest", json=[event("gone", "view", "a"), event("stays", "view", "b")],
+                      headers=org.pk)
+    await drain()
+    await client.post("/v1/models/train", headers=org.sk)
+    await drain()
+    assert (await client.get("/v1/models/status", headers=org.sk)).json()["data"]["model"]["interactions"] == 2
+    assert (await client.delete("/v1/users/gone", headers=org.sk)).status_code == 202
+    await drain(train_min_new_events=1000)  # one erased event is far below the threshold
+    await _schedule(settings, redis, org, train_interval_s=0, train_min_new_events=1000)
+    assert await _queued(redis, org)
+    await drain()
+    model = (await client.get("/v1/models/status", headers=org.sk)).json()["data"]["model"]
+    assert model["interactions"] == 1  # the erased user's event has left the model
+
+
 async def test_a_train_whose_worker_died_is_released_for_another_worker(
     org: OrgKeys, settings: Any, redis: Any
 ) -> None:
