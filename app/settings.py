@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     train_job_timeout_s: int = 3600
     train_min_new_events: int = Field(default=1, description="scheduled retrain only after this many new events")
     recent_activity_len: int = Field(default=50, description="per-user interactions kept in Redis")
+    served_retention_days: int = Field(
+        default=180, ge=0, description="served-recommendation log rows older than this are deleted; 0 keeps them"
+    )
 
     # --- learning (defaults are TrainParams', documented in app/ml/interactions.py) -------
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))

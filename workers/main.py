@@ -1,6 +1,7 @@
 """The worker process: two arq workers sharing one Redis pool and one database engine.
 
-- ingest queue: persists items/users/events, erasures and the served log; many jobs at once.
+- ingest queue: persists items/users/events, erasures and the served log; many jobs at once;
+  plus the served log's retention (cron).
 - train queue: one train at a time (in a child process), plus the training scheduler (cron).
 Two queues, because their timeouts differ by orders of magnitude and arq derives how long a
 crashed job stays "in progress" from the longest timeout of its worker.
@@ -23,7 +24,7 @@ from app.model_store import ModelStore
 from app.queue import Queue, create_redis, job_deserializer, job_serializer
 from app.settings import Settings
 from app.storage.db import create_engine, create_session_factory
-from workers import erasure, ingest, training
+from workers import erasure, ingest, retention, training
 
 log = logging.getLogger("lehnz.worker")
 
@@ -49,6 +50,13 @@ def build_workers(settings: Settings, ctx: dict[str, Any], redis: Any, *, burst:
             func(ingest.persist_served, name="persist_served", max_tries=ingest_tries),
             func(erasure.erase_user, name="erase_user", max_tries=ingest_tries),
         ],
+        cron_jobs=[
+            # Served-log retention (workers/retention.py); one worker runs it at a time.
+            cron(retention.prune_served, name="prune_served", minute=set(range(3, 60, 10)), second=30,
+                 unique=True, timeout=300)
+        ]
+        if not burst
+        else None,
         queue_name=redis_keys.INGEST_QUEUE,
         max_jobs=settings.worker_concurrency,
         job_timeout=settings.ingest_job_timeout_s,

@@ -34,3 +34,21 @@ async def insert_served(session: Any, rows: list[dict[str, Any]]) -> None:
         [r.get("model_version") for r in rows],
         [r["served_at"] for r in rows],
     )
+
+
+# One batch: the oldest rows of one org, found through ix_served_org_time, deleted by primary key.
+_DELETE_OLDER = """
+DELETE FROM served_recommendations
+WHERE org_id = $1 AND recommendation_id IN (
+    SELECT recommendation_id FROM served_recommendations
+    WHERE org_id = $1 AND served_at < $2
+    LIMIT $3
+)
+"""
+
+
+async def delete_older(session: Any, org_id: Any, before: Any, *, limit: int) -> int:
+    """Delete up to `limit` of the org's rows served before `before`; returns how many went."""
+    conn = await driver_connection(session)
+    status = await conn.execute(_DELETE_OLDER, org_id, before, limit)
+    return int(status.split()[-1])  # "DELETE n"

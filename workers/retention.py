@@ -1,0 +1,48 @@
+"""Retention of the served-recommendation log (cron on the ingest worker).
+
+Every /v1/recommend answer adds a row: at 100 requests/s that is 8.6M rows a day, so without a
+limit the table outgrows everything else. Rows older than `LEHNZ_SERVED_RETENTION_DAYS` go, in
+short batches (one transaction each, so ingest never waits behind a long delete) and within a
+time budget per run; a backlog (after raising the limit, or a long outage) is worked off over
+the following runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from app.storage import served
+from app.storage.tables import Org
+
+log = logging.getLogger("lehnz.worker.retention")
+
+_BATCH_ROWS = 10_000
+_BUDGET_S = 60.0  # per run; the cron runs every 10 minutes
+
+
+async def prune_served(ctx: dict[str, Any], *, batch_rows: int = _BATCH_ROWS, budget_s: float = _BUDGET_S) -> int:
+    """Delete served-log rows older than the retention period; returns how many went."""
+    days = ctx["settings"].served_retention_days
+    if days <= 0:
+        return 0
+    before = datetime.now(UTC) - timedelta(days=days)
+    deadline = time.monotonic() + budget_s
+    sessions = ctx["sessions"]
+    async with sessions() as session:
+        org_ids = list(await session.scalars(select(Org.id)))
+    deleted = 0
+    for org_id in org_ids:
+        while time.monotonic() < deadline:
+            async with sessions() as session, session.begin():
+                count = await served.delete_older(session, org_id, before, limit=batch_rows)
+            deleted += count
+            if count < batch_rows:
+                break
+    if deleted:
+        log.info("deleted %d served-recommendation rows older than %d days", deleted, days)
+    return deleted
