@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -76,26 +77,94 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
 ) -> None:
     """Everything in one process tree: api + worker (+ embedded Postgres and Redis when no URLs are set)."""
-    logs.configure(get_settings().log_level)
+    base = get_settings()
+    logs.configure(base.log_level)
+    bind_host, bind_port = host or base.host, port or base.port
+    # Before anything starts: a busy port would otherwise only show up once the api tries it.
+    problem = _port_problem(bind_host, bind_port)
+    if problem:
+        console.print(f"[red]error:[/] cannot listen on {bind_host}:{bind_port}: {problem}. "
+                      "Is another `lehnz serve` running? Stop it, or pick another --port.")
+        raise typer.Exit(code=2)
     with connected_settings() as settings:
         _migrate(settings)
         env = _child_env(settings)
-        if host:
-            env["LEHNZ_HOST"] = host
-        if port:
-            env["LEHNZ_PORT"] = str(port)
+        env["LEHNZ_HOST"], env["LEHNZ_PORT"] = bind_host, str(bind_port)
+        env[_SUPERVISOR_ENV] = str(os.getpid())  # the children stop if this process dies
         children = [
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env),
             subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env),
         ]
-        listen = f"http://{host or settings.host}:{port or settings.port}"
-        console.print(f"[bold green]lehnz serving on {listen}[/] (docs at {listen}/docs); Ctrl-C to stop")
-        _supervise(children)
+        listen = f"http://{bind_host}:{bind_port}"
+
+        def announce() -> None:
+            console.print(f"[bold green]lehnz serving on {listen}[/] (docs at {listen}/docs); Ctrl-C to stop")
+
+        _supervise(children, ready=lambda: _answers(f"{listen}/healthz"), on_ready=announce)
 
 
-def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until a child exits or we are asked to stop; then stop all children gracefully."""
+_SUPERVISOR_ENV = "LEHNZ_SUPERVISOR_PID"
+_ORPHAN_GRACE_S = 30.0
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be listened on, or None. SO_REUSEADDR, as uvicorn binds."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"unknown host ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _stop_with_supervisor() -> None:
+    """In a child of `lehnz serve`: stop gracefully (as on SIGTERM) once `serve` is gone, even
+    when it was killed without a chance to stop us (kill -9, the OOM killer)."""
+    supervisor = os.environ.get(_SUPERVISOR_ENV)
+    if not supervisor or not supervisor.isdigit():
+        return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == int(supervisor):
+            time.sleep(0.5)
+        logging.getLogger("lehnz.cli").warning("lehnz serve (pid %s) is gone; stopping", supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+        # A graceful stop takes seconds; a SIGTERM that landed before the process installed its
+        # handler (serve died during start-up) must not leave an orphan behind either.
+        time.sleep(_ORPHAN_GRACE_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="lehnz-supervisor-watch", daemon=True).start()
+
+
+def _supervise(
+    children: list[subprocess.Popen[bytes]],
+    *,
+    ready: Any = None,
+    on_ready: Any = None,
+) -> None:
+    """Wait until a child exits or we are asked to stop; then stop all children gracefully.
+    Meanwhile, once `ready()` is true, call `on_ready()` (once)."""
     stopping = False
+    announced = ready is None
 
     def ask_stop(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -104,6 +173,10 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
     signal.signal(signal.SIGTERM, ask_stop)
     signal.signal(signal.SIGINT, ask_stop)
     while not stopping and all(child.poll() is None for child in children):
+        if not announced and ready():
+            announced = True
+            if on_ready is not None:
+                on_ready()
         time.sleep(0.2)
     for child in children:
         if child.poll() is None:
@@ -131,6 +204,7 @@ def api(
 
     base = get_settings()
     logs.configure(base.log_level, access_log=base.access_log)
+    _stop_with_supervisor()
     with connected_settings() as settings:
         os.environ.update(_child_env(settings))
         get_settings.cache_clear()
@@ -156,6 +230,7 @@ def worker(burst: Annotated[bool, typer.Option(help="exit when the queues are em
     from workers.main import run
 
     logs.configure(get_settings().log_level)
+    _stop_with_supervisor()
     with connected_settings() as settings:
         asyncio.run(run(settings, burst=burst))
 

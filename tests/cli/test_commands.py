@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -142,6 +143,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _wait_ready(serve: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert serve.poll() is None, "lehnz serve exited"
+        assert time.monotonic() < deadline, "lehnz serve did not become ready"
+        time.sleep(0.2)
+
+
 def test_serve_runs_everything_and_stops_cleanly() -> None:
     """The README's first command: one process tree, then Ctrl-C leaves nothing running."""
     data_dir = Path(f"/tmp/lehnz-serve-{uuid.uuid4().hex[:8]}")
@@ -151,16 +165,7 @@ def test_serve_runs_everything_and_stops_cleanly() -> None:
                              start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert serve.poll() is None, "lehnz serve exited"
-            assert time.monotonic() < deadline, "lehnz serve did not become ready"
-            time.sleep(0.2)
+        _wait_ready(serve, base)
         org = orjson.loads(lehnz("org", "create", "--name", "Served", "--json", env=env).stdout)
         sk, pk = {"X-API-KEY": org["secret_key"]}, {"X-API-KEY": org["publishable_key"]}
         items = [{"item_id": f"i{k}", "item_type": "product", "status": "active"} for k in range(5)]
@@ -187,3 +192,51 @@ def test_serve_runs_everything_and_stops_cleanly() -> None:
                 os.killpg(serve.pid, signal.SIGKILL)
     for pid in (*servers, *(child.pid for child in children)):
         _wait_dead(pid)
+
+
+def test_serve_refuses_a_busy_port_before_starting_anything() -> None:
+    data_dir = Path(f"/tmp/lehnz-busy-{uuid.uuid4().hex[:8]}")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        refused = lehnz("serve", "--port", str(port), env={**embedded_env(data_dir), "COLUMNS": "400"}, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr and "another --port" in refused.stderr
+    assert not (data_dir / "postgres").exists(), "embedded servers were started for nothing"
+
+
+def test_when_serve_is_killed_its_api_and_worker_stop_and_the_next_serve_takes_over() -> None:
+    """kill -9 (or the OOM killer) gives `serve` no chance to stop its children: they notice
+    and stop themselves, so the port is free again and a new `serve` starts cleanly."""
+    data_dir = Path(f"/tmp/lehnz-killed-{uuid.uuid4().hex[:8]}")
+    port = _free_port()
+    env = embedded_env(data_dir)
+    argv = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    first = subprocess.Popen(argv, env=env, start_new_session=True)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_ready(first, base)
+        children = psutil.Process(first.pid).children()
+        assert len(children) == 2  # the api and the worker
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        for child in children:
+            _wait_dead(child.pid, timeout=40)
+
+        second = subprocess.Popen(argv, env=env, start_new_session=True)
+        _wait_ready(second, base)
+        servers = _pids(data_dir)  # the first serve's embedded servers, taken over
+        second.send_signal(signal.SIGINT)
+        assert second.wait(timeout=60) == 0
+        for pid in servers:
+            _wait_dead(pid)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            for pid in _pids(data_dir):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
