@@ -51,9 +51,11 @@ def build_workers(settings: Settings, ctx: dict[str, Any], redis: Any, *, burst:
             func(erasure.erase_user, name="erase_user", max_tries=ingest_tries),
         ],
         cron_jobs=[
-            # Served-log retention (workers/retention.py); one worker runs it at a time.
+            # Served-log retention (workers/retention.py); one worker runs it at a time. No timeout
+            # of its own: arq keeps a crashed job "in progress" for the longest timeout of the
+            # worker, and ingest jobs must be retried within the ingest timeout.
             cron(retention.prune_served, name="prune_served", minute=set(range(3, 60, 10)), second=30,
-                 unique=True, timeout=300)
+                 unique=True)
         ]
         if not burst
         else None,

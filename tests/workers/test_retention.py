@@ -61,3 +61,6 @@ def test_the_ingest_worker_prunes_every_ten_minutes(settings: Any) -> None:
     ingest, _ = build_workers(settings, {}, None, burst=False)
     [job] = [c for c in ingest.cron_jobs if c.name == "prune_served"]
     assert job.minute == set(range(3, 60, 10)) and job.unique
+    # arq keeps a crashed job "in progress" for the worker's longest timeout: the pruning must
+    # not stretch how long accepted events wait after a worker is killed.
+    assert ingest.in_progress_timeout_s == settings.ingest_job_timeout_s + 10
