@@ -536,6 +536,7 @@ async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -
                                      keep=settings.recent_activity_len)
             if catalog_changed:
                 pipe.incr(redis_keys.catalog_version(org_id))
+                pipe.sadd(redis_keys.SERVING_ORGS, org_id)
             if new_events:
                 pipe.hincrby(redis_keys.NEW_DATA, org_id, new_events)
             await pipe.execute()

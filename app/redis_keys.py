@@ -11,6 +11,7 @@ KEYS_EPOCH = f"{PREFIX}:keys:epoch"             # bumped on every key revocation
 NEW_DATA = f"{PREFIX}:train:new-data"           # hash org_id -> events persisted since its last train
 TRAIN_STATS = f"{PREFIX}:train:stats"           # hash "<org>:duration_s" / "<org>:last_success" for /metrics
 INGEST_STATS = f"{PREFIX}:ingest:stats"         # hash "<kind>:persisted" / "<kind>:failed"
+SERVING_ORGS = f"{PREFIX}:orgs:serving"         # set of org ids with a catalog or a model: api processes load them
 
 
 def pending(org_id: str) -> str:

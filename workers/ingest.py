@@ -32,6 +32,7 @@ async def ingest_items(ctx: dict[str, Any], *, org_id: str, records: list[dict[s
     async with redis.pipeline(transaction=True) as pipe:
         # api replicas poll this counter and refresh their catalog: status changes apply in seconds.
         pipe.incr(redis_keys.catalog_version(org_id))
+        pipe.sadd(redis_keys.SERVING_ORGS, org_id)
         # New or changed items are new data: the scheduler retrains at its next interval, so
         # they reach the model-based strategies without waiting for events.
         pipe.hincrby(redis_keys.NEW_DATA, org_id, len(records))

@@ -115,6 +115,7 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
     await _record(ctx, org_id, started=started, status="succeeded", summary=summary)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(redis_keys.model_version(org_id), summary["version"])
+        pipe.sadd(redis_keys.SERVING_ORGS, org_id)
         pipe.hincrby(redis_keys.NEW_DATA, org_id, -pending_new)
         pipe.hset(redis_keys.TRAIN_STATS, mapping={
             f"{org_id}:duration_s": summary["duration_ms"] / 1000,

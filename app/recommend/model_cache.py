@@ -5,8 +5,11 @@ never sees a half-loaded model. New model versions and catalog changes are notic
 api's sync loop (app/api/sync.py) and applied in background tasks; the heavy parts (np.load,
 JSON parsing of a big catalog) run in a thread so the event loop keeps answering.
 
-The only time a request waits is the very first one for an org this process has never loaded
-(cold start); every later update happens behind the current snapshot.
+Orgs that get a catalog or a model after the process started are loaded in the background as
+soon as the sync loop sees them appear (`adopt`), while the cache has room. A request waits
+only when it comes first for an org this process has not loaded yet: one evicted from a full
+cache, or one whose very first catalog or model is still loading; every later update happens
+behind the current snapshot.
 """
 
 from __future__ import annotations
@@ -95,6 +98,18 @@ class ModelCache:
             )
             self._updating[org_id] = task
             task.add_done_callback(lambda _: self._updating.pop(org_id, None))
+
+    def adopt(self, org_ids: list[str]) -> None:
+        """Start loading, in the background, the orgs among these that this process has not
+        loaded, while the cache has room (a new org never evicts one that is serving)."""
+        for org_id in org_ids:
+            if len(self._snapshots) + len(self._cold) >= self._max_orgs:
+                return
+            if org_id in self._snapshots or org_id in self._cold:
+                continue
+            task = asyncio.create_task(self._cold_load(org_id), name=f"load-{org_id}")
+            task.add_done_callback(_log_failed_load)
+            self._cold[org_id] = task
 
     async def preload(self, org_ids: list[str]) -> None:
         for org_id in org_ids[: self._max_orgs]:
@@ -191,3 +206,10 @@ class ModelCache:
         async with self._sessions() as session:
             rows = await catalog_storage.load_catalog_rows(session, uuid.UUID(org_id), changed_since=since)
         return [tuple(r) for r in rows]
+
+
+def _log_failed_load(task: asyncio.Task[OrgSnapshot]) -> None:
+    """A background load nobody awaits: its failure is logged (the org loads on first request)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background load of a new org failed (%s); it loads on its first request",
+                    type(task.exception()).__name__)

@@ -1,0 +1,44 @@
+"""The api's model cache: orgs that get data after the process started are loaded before their
+first request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.factories import create_org, event, item
+from tests.waiting import eventually
+
+ITEMS = "/v1/ingest/items/upsert"
+
+
+async def test_an_org_created_after_start_is_loaded_before_its_first_request(
+    settings: Any, client: Any, db: Any, drain: Any
+) -> None:
+    from app.main import create_app
+
+    # An api of its own (the process under test), with room for every org of the test session;
+    # the shared client only feeds data in.
+    application = create_app(settings.model_copy(update={"model_cache_orgs": 100_000}))
+    async with application.router.lifespan_context(application):
+        models = application.state.lehnz.models
+        org = await create_org(db, name="late arrival")
+        assert models.peek(org.org_id) is None
+        await client.post(ITEMS, json=[item("a"), item("b")], headers=org.sk)
+        await client.post("/v1/ingest/events/ingest", json=[event("u", "view", "a")], headers=org.pk)
+        await drain()
+
+        async def loaded() -> bool:
+            snapshot = models.peek(org.org_id)
+            return snapshot is not None and len(snapshot.catalog) == 2
+
+        await eventually(loaded, timeout=10, interval=0.05)  # no request for this org was made
+
+        await client.post("/v1/models/train", headers=org.sk)
+        await drain()
+        version = (await client.get("/v1/models/status", headers=org.sk)).json()["data"]["model"]["version"]
+
+        async def serving_the_model() -> bool:
+            snapshot = models.peek(org.org_id)
+            return snapshot is not None and snapshot.model_version == version
+
+        await eventually(serving_the_model, timeout=10, interval=0.05)
