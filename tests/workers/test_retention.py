@@ -55,7 +55,9 @@ async def test_rows_older_than_the_retention_go_in_batches_and_the_rest_stays(
     assert await _ages(db, other_org) == [1]
 
 
-def test_the_ingest_worker_prunes_every_ten_minutes(settings: Any) -> None:
+async def test_the_ingest_worker_prunes_every_ten_minutes(settings: Any) -> None:
+    # async: arq's Worker takes the running event loop (a sync test would make it open one and
+    # leave it unclosed).
     from workers.main import build_workers
 
     ingest, _ = build_workers(settings, {}, None, burst=False)
