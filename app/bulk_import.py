@@ -339,10 +339,11 @@ class _FileReader:
     def _events(self, chunk: list[tuple[int, Any]], valid: list[Any], rows: list[tuple[Any, ...]]) -> list[Any]:
         """Drops events of erased users that happened before the erasure (an old export must not
         bring their history back; the ingest worker applies the same tombstones) and notes the
-        identifies. Row layout: _row_builder's event_row (row[1] user_id, row[-1] occurred_at)."""
+        identifies; an identify linking an erased id goes too. Row layout: _row_builder's
+        event_row (row[1] user_id, row[5] previous_user_id, row[-1] occurred_at)."""
         kept: list[tuple[Any, ...]] = []
         for (line, _), e, row in zip(chunk, valid, rows, strict=True):
-            if self._erased_after(row[1], row[-1]):
+            if self._erased_after(row[1], row[-1]) or (row[5] and self._erased_after(row[5], row[-1])):
                 continue
             kept.append(row)
             if e.event_name == "identify":

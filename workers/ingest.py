@@ -122,11 +122,18 @@ async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> 
 async def _drop_erased(redis: Any, org_id: str, records: list[dict[str, Any]], *, kind: str) -> list[dict[str, Any]]:
     """Records (events, user upserts) of an erased user that were received before the erasure
     request are not stored: a job accepted before a DELETE can run after it (worker concurrency,
-    retries), and must not bring the user back."""
-    erased_at = await _erasure_times(redis, {(org_id, r["user_id"]) for r in records})
+    retries), and must not bring the user back. An identify naming an erased id as its
+    previous_user_id goes too: it would link the erased id again."""
+    ids = {(org_id, user_id) for r in records for user_id in (r["user_id"], r.get("previous_user_id")) if user_id}
+    erased_at = await _erasure_times(redis, ids)
     if not erased_at:
         return records
-    kept = [r for r in records if r["received_at"] > erased_at.get((org_id, r["user_id"]), float("-inf"))]
+
+    def erased_later(record: dict[str, Any]) -> bool:
+        people = (record["user_id"], record.get("previous_user_id"))
+        return any(record["received_at"] <= erased_at.get((org_id, p), float("-inf")) for p in people if p)
+
+    kept = [r for r in records if not erased_later(r)]
     log.info("dropped %d %s of erased users in org %s", len(records) - len(kept), kind, org_id)
     return kept
 

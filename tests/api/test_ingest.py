@@ -292,9 +292,14 @@ async def test_jobs_accepted_before_an_erasure_but_run_after_it_do_not_bring_the
         {"event_id": str(uuid.uuid4()), "user_id": "gone", "event_family": "engagement", "event_name": "view",
          "item_id": "i", "previous_user_id": None, "recommendation_id": None, "context": None,
          "occurred_at": 1.7e9, "received_at": before},
+        # Linking the erased id to another user would bring it back too.
+        {"event_id": str(uuid.uuid4()), "user_id": "someone", "event_family": "system", "event_name": "identify",
+         "item_id": None, "previous_user_id": "gone", "recommendation_id": None, "context": None,
+         "occurred_at": 1.7e9, "received_at": before},
     ])
     await drain()
     assert await count(db, User, org) == 0 and await count(db, Event, org) == 0
+    assert await count(db, IdentityAlias, org) == 0
     assert await redis.zcard(redis_keys.pending(org.org_id)) == 0  # the jobs are done, not parked
     # The shopper signs up again after the erasure: stored as usual.
     assert (await client.post(USERS, json=user("gone"), headers=org.sk)).status_code == 202

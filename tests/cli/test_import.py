@@ -359,15 +359,17 @@ async def test_an_old_export_does_not_bring_an_erased_users_history_back(
     assert (await client.delete("/v1/users/gone", headers=org.sk)).status_code == 202
     await drain()
     returning = event("gone", "view", "sku-3", timestamp=datetime.now(UTC).isoformat())  # after the erasure
-    export = [*history, event("stays", "view", "sku-1", timestamp=at(3)), returning]
+    linked = event("stays", "identify", previous_user_id="gone", timestamp=at(4))  # would link the erased id
+    export = [*history, event("stays", "view", "sku-1", timestamp=at(3)), linked, returning]
     result = await run_import(settings, org=org.slug, events=write(tmp_path / "export.jsonl", export))
     summary = result.summary("events")
-    assert summary is not None and (summary.erased, summary.inserted, summary.unchanged) == (2, 2, 0)
+    assert summary is not None and (summary.erased, summary.inserted, summary.unchanged) == (3, 2, 0)
     async with db() as session:
         stored = (await session.execute(
             select(Event.user_id, Event.item_id).where(Event.org_id == uuid.UUID(org.org_id))
         )).all()
     assert sorted(map(tuple, stored)) == [("gone", "sku-3"), ("stays", "sku-1")]
+    assert result.aliases == {} and await count(db, IdentityAlias, org) == 0
 
 
 async def test_an_old_export_does_not_bring_an_erased_users_profile_back(
