@@ -38,6 +38,21 @@ RECOMMEND_FALLBACK = Counter(
     ["strategy"],
     registry=REGISTRY,
 )
+REALTIME_UNAVAILABLE = Counter(
+    "lehnz_recommend_realtime_unavailable_total",
+    "Recommendations for a user answered without their real-time state (Redis failed or was being skipped)",
+    registry=REGISTRY,
+)
+SERVED_LOG_BUFFERED = Gauge(
+    "lehnz_served_log_buffered",
+    "Served-recommendation log rows waiting in this api process for Redis (analytics)",
+    registry=REGISTRY,
+)
+SERVED_LOG_DROPPED = Counter(
+    "lehnz_served_log_dropped_total",
+    "Served-recommendation log rows dropped because the buffer was full while Redis was away",
+    registry=REGISTRY,
+)
 INGEST_ACCEPTED = Counter(
     "lehnz_ingest_records_accepted_total", "Records accepted (202) by this api process", ["kind"], registry=REGISTRY
 )

@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from typing import Any
 
+from app import metrics
 from app.queue import Queue
 
 log = logging.getLogger("lehnz.served")
@@ -29,9 +30,11 @@ class ServedLog:
         self._dropped_warned = False
 
     def add(self, row: dict[str, Any]) -> None:
-        if len(self._rows) == self._rows.maxlen and not self._dropped_warned:
-            log.warning("served-recommendation buffer full; oldest rows are being dropped")
-            self._dropped_warned = True
+        if len(self._rows) == self._rows.maxlen:  # the append below drops the oldest row
+            metrics.SERVED_LOG_DROPPED.inc()
+            if not self._dropped_warned:
+                log.warning("served-recommendation buffer full; oldest rows are being dropped")
+                self._dropped_warned = True
         self._rows.append(row)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -42,9 +45,12 @@ class ServedLog:
                 await self.flush()
 
     async def flush(self) -> None:
-        while self._rows:
-            batch = [self._rows[i] for i in range(min(_BATCH, len(self._rows)))]
-            await self._queue.enqueue_served(batch)  # raises if Redis is away: rows stay buffered
-            for _ in batch:
-                self._rows.popleft()
-            self._dropped_warned = False
+        try:
+            while self._rows:
+                batch = [self._rows[i] for i in range(min(_BATCH, len(self._rows)))]
+                await self._queue.enqueue_served(batch)  # raises if Redis is away: rows stay buffered
+                for _ in batch:
+                    self._rows.popleft()
+                self._dropped_warned = False
+        finally:
+            metrics.SERVED_LOG_BUFFERED.set(len(self._rows))

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from app import redis_keys
 from app.queue import Queue, create_redis
 from app.storage.db import create_engine, create_session_factory
-from app.storage.tables import Event
+from app.storage.tables import Event, ServedRecommendation
 from tests.factories import OrgKeys, create_org, event, item
 from tests.recommend.conftest import build_world
 from tests.waiting import eventually
@@ -182,15 +182,17 @@ async def _five_items_served(client: Any, org: OrgKeys, own_redis: Any, drain: A
 
 
 async def test_redis_outage_keeps_recommendations_serving_from_memory(
-    own_redis: Any, app_with: Any, org: OrgKeys, drain: Any
+    own_redis: Any, app_with: Any, org: OrgKeys, drain: Any, db: Any
 ) -> None:
     async with app_with(redis_url=own_redis.url) as client:
         version = await _five_items_served(client, org, own_redis, drain)
         own_redis.stop()
+        degraded = _sample("lehnz_recommend_realtime_unavailable_total")
         served = await client.post("/v1/recommend", json={"strategy": "personalized", "user_id": "u1"},
                                    headers=org.pk)
         assert served.status_code == 200 and served.json()["data"]["model_version"] == version
         assert served.json()["data"]["results"]
+        assert _sample("lehnz_recommend_realtime_unavailable_total") == degraded + 1
         assert (await client.post(EVENTS, json=event("u", "view", "p1"), headers=org.pk)).status_code == 503
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and {e["field"]: e["issue"] for e in ready.json()["error"]}["redis"].startswith("unavailable")
@@ -200,6 +202,40 @@ async def test_redis_outage_keeps_recommendations_serving_from_memory(
             return (await client.post(EVENTS, json=event("u", "view", "p1"), headers=org.pk)).status_code == 202
 
         await eventually(accepting, timeout=10)
+
+        # The recommendation served during the outage waited in the api's buffer: it reaches
+        # the served log (analytics) once Redis is back.
+        recommendation_id = uuid.UUID(served.json()["data"]["recommendation_id"])
+
+        async def logged() -> bool:
+            await drain(redis_url=own_redis.url)
+            async with db() as session:
+                return await session.get(ServedRecommendation, (uuid.UUID(org.org_id), recommendation_id)) is not None
+
+        await eventually(logged, timeout=15, interval=0.2)
+
+
+def _sample(name: str) -> float:
+    from app.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_the_served_log_buffer_is_bounded_while_redis_is_away_and_counts_what_it_drops() -> None:
+    from app.recommend.served_log import ServedLog
+
+    away = create_redis("redis://127.0.0.1:1/0", socket_timeout=1)
+    served_log = ServedLog(Queue(away), max_rows=3)
+    dropped = _sample("lehnz_served_log_dropped_total")
+    try:
+        for n in range(5):
+            served_log.add({"n": n})
+        with pytest.raises(Exception):  # noqa: B017 - whatever redis-py raises for a refused connection
+            await served_log.flush()
+    finally:
+        await away.aclose()
+    assert _sample("lehnz_served_log_dropped_total") == dropped + 2
+    assert _sample("lehnz_served_log_buffered") == 3
 
 
 async def test_stalled_redis_delays_only_one_recommendation_per_cool_down(

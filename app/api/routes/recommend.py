@@ -136,7 +136,10 @@ def _require_inputs(strategy: registry.Strategy, request: RecommendIn, filters: 
 
 
 async def _user_state(state: AppState, org_id: str, user_id: str | None) -> tuple[str | None, list[Activity]]:
-    if user_id is None or state.realtime_breaker.open:
+    if user_id is None:
+        return user_id, []
+    if state.realtime_breaker.open:
+        metrics.REALTIME_UNAVAILABLE.inc()
         return user_id, []
     try:
         # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own per request.
@@ -146,5 +149,6 @@ async def _user_state(state: AppState, org_id: str, user_id: str | None) -> tupl
             )
     except Exception as exc:  # noqa: BLE001 - degrade to the trained model only
         state.realtime_breaker.failed()
+        metrics.REALTIME_UNAVAILABLE.inc()
         log.warning("real-time state unavailable (%s); answering from the trained model", type(exc).__name__)
         return user_id, []
