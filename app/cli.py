@@ -310,6 +310,74 @@ def org_create(
     console.print("[yellow]The secret key is shown only now. Store it safely.[/]")
 
 
+@org_cli.command("list")
+def org_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False) -> None:
+    """List organisations: tenant id (slug), name, domain, rate limit, creation time."""
+    from app.storage import orgs
+
+    async def listing(session: Any, settings: Settings) -> list[dict[str, Any]]:
+        return [
+            {"org_id": str(o.id), "tenant_id": o.slug, "name": o.name, "domain": o.domain,
+             "rate_limit": o.rate_limit, "created_at": o.created_at.isoformat()}
+            for o in await orgs.list_orgs(session)
+        ]
+
+    found = _run_db(listing)
+    if as_json:
+        out.print_json(orjson.dumps(found).decode())
+        return
+    table = Table("tenant_id", "name", "domain", "rate limit", "created", "org_id")
+    for o in found:
+        table.add_row(o["tenant_id"], o["name"], o["domain"], o["rate_limit"] or "default", o["created_at"],
+                      o["org_id"])
+    out.print(table)
+
+
+@org_cli.command("delete")
+def org_delete(
+    org: Annotated[str, typer.Option(help="org slug (tenant id), or its org_id")],
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Delete an organisation and all its data: keys, accounts, catalog, users, events, models."""
+    from redis.exceptions import RedisError
+
+    from app.errors import NotFound
+    from app.model_store import ModelStore
+    from app.offboarding import delete_org
+    from app.queue import create_redis
+    from app.storage.db import create_engine, create_session_factory
+
+    if not yes:
+        typer.confirm(f"Delete organisation {org} and all its data? This cannot be undone", abort=True)
+
+    async def main(settings: Settings) -> Any:
+        engine = create_engine(settings.database_url or "", pool_size=1)
+        redis = create_redis(settings.redis_url or "")
+        try:
+            return await delete_org(create_session_factory(engine), redis, ModelStore(settings.models_path), org)
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    with connected_settings() as settings:
+        _migrate(settings)
+        try:
+            deleted = asyncio.run(main(settings))
+        except NotFound:
+            _fail(f"no organisation {org!r} (`lehnz org list` shows them)")
+            return
+        except (RedisError, OSError) as exc:
+            _fail(f"the organisation may be deleted from Postgres, but Redis or the model store could not be "
+                  f"cleaned ({type(exc).__name__}: {exc}); run this again with --org <org_id> once that is fixed")
+            return
+    name = deleted.slug or "(already removed from Postgres)"
+    console.print(
+        f"[green]deleted organisation {name}[/] ({deleted.org_id}): {deleted.items:,} items, "
+        f"{deleted.users:,} users, {deleted.events:,} events, {deleted.redis_keys:,} Redis keys"
+        + (", its models" if deleted.model_versions else "")
+    )
+
+
 @org_cli.command("set-limit")
 def org_set_limit(
     org: Annotated[str, typer.Option(help="org slug")],

@@ -114,6 +114,13 @@ class ModelStore:
         self._remove_stale_temps(org_dir)
         return doomed
 
+    def delete_org(self, org_id: str) -> bool:
+        """Remove every version of the org (offboarding); returns whether there was any."""
+        org_dir = self._org_dir(org_id)
+        existed = org_dir.exists()
+        shutil.rmtree(org_dir, ignore_errors=True)
+        return existed
+
     def _remove_stale_temps(self, org_dir: Path) -> None:
         if not org_dir.is_dir():
             return

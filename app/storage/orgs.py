@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,6 +84,16 @@ async def get_org(session: AsyncSession, org_id: uuid.UUID) -> Org:
     if org is None:
         raise NotFound("No such organisation")
     return org
+
+
+async def list_orgs(session: AsyncSession) -> list[Org]:
+    return list((await session.scalars(select(Org).order_by(Org.created_at, Org.slug))).all())
+
+
+async def delete_org(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """The org and, by ON DELETE CASCADE, everything it owns: keys, accounts, items, users,
+    events, aliases, training runs, the served log."""
+    await session.execute(delete(Org).where(Org.id == org_id))
 
 
 async def list_org_ids(session: AsyncSession) -> list[uuid.UUID]:

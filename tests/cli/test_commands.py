@@ -108,6 +108,81 @@ async def test_org_create_keys_and_limits_from_the_shell(settings: Settings, cli
     assert orjson.loads(trained.stdout)["status"] == "succeeded"
 
 
+async def test_org_delete_removes_the_tenant_from_every_store(
+    settings: Settings, client: Any, app: Any, db: Any, redis: Any, drain: Any
+) -> None:
+    from sqlalchemy import func, select
+
+    from app import redis_keys
+    from app.storage.tables import (
+        ApiKey,
+        Event,
+        IdentityAlias,
+        Item,
+        Org,
+        ServedRecommendation,
+        TrainingRun,
+        User,
+    )
+
+    env = {**external_env(settings), "COLUMNS": "300"}  # rich wraps at 80 otherwise
+    slug = f"leaving-{uuid.uuid4().hex[:8]}"
+    org = orjson.loads(lehnz("org", "create", "--name", "Leaving", "--slug", slug, "--json", env=env).stdout)
+    org_id = org["org_id"]
+    sk, pk = {"X-API-KEY": org["secret_key"]}, {"X-API-KEY": org["publishable_key"]}
+    items = [{"item_id": f"i{k}", "item_type": "product", "status": "active"} for k in range(3)]
+    assert (await client.post("/v1/ingest/items/upsert", json=items, headers=sk)).status_code == 202
+    users = [{"user_id": "u1", "status": "active", "created_at": "2026-01-01T00:00:00Z"}]
+    assert (await client.post("/v1/ingest/users/upsert", json=users, headers=sk)).status_code == 202
+    events = [{"user_id": "anon", "event_family": "engagement", "event_name": "view", "item_id": "i0"},
+              {"user_id": "u1", "event_family": "system", "event_name": "identify", "previous_user_id": "anon"},
+              {"user_id": "u1", "event_family": "engagement", "event_name": "view", "item_id": "i1"}]
+    assert (await client.post("/v1/ingest/events/ingest", json=events, headers=pk)).status_code == 202
+    await drain()
+    assert (await client.post("/v1/models/train", headers=sk)).status_code == 202
+    await drain()
+    assert (await client.post("/v1/recommend", json={"strategy": "popular", "user_id": "u1"}, headers=pk)).is_success
+    await app.state.lehnz.served_log.flush()
+    await drain()
+    assert (settings.models_path / org_id).is_dir()
+    # Accepted but not persisted yet when the org goes: the job must not end in the dead-letter list.
+    assert (await client.post("/v1/ingest/events/ingest", json=events[:1], headers=pk)).status_code == 202
+    parked = await redis.llen(redis_keys.DEAD_LETTER)
+
+    assert slug in [o["tenant_id"] for o in orjson.loads(lehnz("org", "list", "--json", env=env).stdout)]
+    unconfirmed = lehnz("org", "delete", "--org", slug, env=env)  # no TTY, no --yes: nothing happens
+    assert unconfirmed.returncode != 0
+    assert (await client.get("/v1/models/status", headers=sk)).status_code == 200
+
+    deleted = lehnz("org", "delete", "--org", slug, "--yes", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"deleted organisation {slug}" in deleted.stderr and "3 items" in deleted.stderr
+
+    async with db() as session:
+        for table in (Item, User, Event, IdentityAlias, ApiKey, TrainingRun, ServedRecommendation):
+            left = await session.scalar(select(func.count()).select_from(table).where(
+                table.org_id == uuid.UUID(org_id)))
+            assert left == 0, table.__tablename__
+        assert await session.get(Org, uuid.UUID(org_id)) is None
+    assert [key async for key in redis.scan_iter(match=f"*{org_id}*")] == []
+    assert not await redis.sismember(redis_keys.SERVING_ORGS, org_id)
+    assert not (settings.models_path / org_id).exists()
+
+    async def refused() -> bool:  # api replicas drop the org's cached keys
+        statuses = {(await client.get("/v1/models/status", headers=sk)).status_code,
+                    (await client.post("/v1/recommend", json={"strategy": "popular"}, headers=pk)).status_code}
+        return statuses == {401}
+
+    await eventually(refused, timeout=5.0, interval=0.05)
+    await drain()
+    assert await redis.llen(redis_keys.DEAD_LETTER) == parked
+    assert slug not in lehnz("org", "list", "--json", env=env).stdout
+    again = lehnz("org", "delete", "--org", org_id, "--yes", env=env)  # by id: finishes or confirms
+    assert again.returncode == 0 and "already removed from Postgres" in again.stderr
+    unknown = lehnz("org", "delete", "--org", "no-such-org", "--yes", env=env)
+    assert unknown.returncode == 1 and "no organisation" in unknown.stderr
+
+
 def test_a_second_command_reuses_the_running_embedded_servers(tmp_path: Path) -> None:
     data_dir = Path(f"/tmp/lehnz-reuse-{uuid.uuid4().hex[:8]}")
     holder = EmbeddedServers(data_dir)  # stands in for a running `lehnz serve`

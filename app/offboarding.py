@@ -1,0 +1,100 @@
+"""Deleting an organisation (offboarding a tenant): every trace of it, in every store.
+
+Postgres first (one transaction: the org row and, by ON DELETE CASCADE, everything it owns),
+so that nothing can be served or authenticated for it once this returns; then Redis (its queued
+jobs, real-time state, counters, version pointers; api replicas are told to drop cached keys)
+and the model store. Redis and the model store are cleaned by key and path, so running it
+again after an interruption finishes the job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from arq.constants import job_key_prefix
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from app import redis_keys
+from app.api.auth import announce_key_change
+from app.errors import NotFound
+from app.model_store import ModelStore
+from app.storage import orgs
+from app.storage.db import SessionFactory
+from app.storage.tables import Event, Item, Org, User
+
+
+@dataclass(frozen=True)
+class DeletedOrg:
+    org_id: str
+    slug: str | None  # None: no org row was left (an interrupted deletion, finished by id)
+    items: int
+    users: int
+    events: int
+    redis_keys: int  # keys removed (queued jobs included)
+    model_versions: bool  # whether the model store held any
+
+
+async def delete_org(sessions: SessionFactory, redis: Redis, store: ModelStore, org: str) -> DeletedOrg:
+    """`org` is the slug, or the org id (which also finishes an interrupted deletion: the row is
+    gone, its Redis keys and model files may not be). Raises NotFound for an unknown slug."""
+    counts = {"items": 0, "users": 0, "events": 0}
+    async with sessions() as session, session.begin():
+        found = await session.scalar(select(Org).where(Org.slug == org))
+        as_id = _uuid(org)
+        if found is None and as_id is not None:
+            found = await session.get(Org, as_id)
+        if found is None and as_id is None:
+            raise NotFound("No such organisation")
+        if found is not None:
+            for name, table in (("items", Item), ("users", User), ("events", Event)):
+                counts[name] = int(await session.scalar(
+                    select(func.count()).select_from(table).where(table.org_id == found.id)) or 0)
+            await orgs.delete_org(session, found.id)
+    org_id = str(found.id) if found is not None else str(as_id)
+    slug = found.slug if found is not None else None
+    removed = await _forget_in_redis(redis, org_id)
+    had_models = store.delete_org(org_id)
+    return DeletedOrg(org_id, slug, counts["items"], counts["users"], counts["events"], removed, had_models)
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def _forget_in_redis(redis: Redis, org_id: str) -> int:
+    # Queued jobs first: a job left behind would fail on the missing org and be parked in the
+    # dead-letter list. (One already running may still end there; nothing is lost by it.)
+    ingest_jobs = [j.decode() if isinstance(j, bytes) else j for j in await redis.zrange(redis_keys.pending(org_id), 0, -1)]
+    train_job = redis_keys.train_job_id(org_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        if ingest_jobs:
+            pipe.zrem(redis_keys.INGEST_QUEUE, *ingest_jobs)
+        pipe.zrem(redis_keys.TRAIN_QUEUE, train_job)
+        for job_id in [*ingest_jobs, train_job]:
+            pipe.delete(job_key_prefix + job_id)
+        pipe.srem(redis_keys.SERVING_ORGS, org_id)
+        pipe.hdel(redis_keys.NEW_DATA, org_id)
+        pipe.hdel(redis_keys.TRAIN_STATS, f"{org_id}:duration_s", f"{org_id}:last_success")
+        await pipe.execute()
+    # Every other key of the org carries its id: recent activity, aliases, erasure records,
+    # pending jobs, version pointers, the training flag, rate-limit counters.
+    removed = len(ingest_jobs)
+    batch: list[bytes | str] = []
+    async for key in redis.scan_iter(match=f"{redis_keys.PREFIX}:*{_glob_escape(org_id)}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            removed += await redis.delete(*batch)
+            batch.clear()
+    if batch:
+        removed += await redis.delete(*batch)
+    await announce_key_change(redis)  # api replicas drop the org's cached keys within a second
+    return removed
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
