@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 # implicit and numpy must not start one BLAS thread per core in every process.
@@ -579,6 +580,30 @@ def dead_letter_replay(limit: Annotated[int, typer.Option(help="jobs to re-queue
     with connected_settings() as settings:
         count = asyncio.run(_with_queue(settings, lambda q: q.replay_dead_letters(limit=limit)))
     console.print(f"[green]re-queued {count} job(s)[/]")
+
+
+@dead_letter_cli.command("discard")
+def dead_letter_discard(
+    org: Annotated[str | None, typer.Option(help="only the jobs of this org id")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="every parked job")] = False,
+    save: Annotated[Path | None, typer.Option(help="first append them to this JSONL file")] = None,
+) -> None:
+    """Remove parked jobs for good (after saving them with --save, if they may be needed)."""
+    if (org is None) == (not everything):
+        _fail("give --org ORG_ID or --all")
+
+    def keep_copy(entries: list[dict[str, Any]]) -> None:
+        assert save is not None
+        with save.open("ab") as fh:  # all written (and closed) before any entry is removed
+            fh.writelines(orjson.dumps(entry) + b"\n" for entry in entries)
+
+    async def discard(queue: Any) -> int:
+        return int(await queue.discard_dead_letters(org_id=org, keep_copy=keep_copy if save else None))
+
+    with connected_settings() as settings:
+        removed = asyncio.run(_with_queue(settings, discard))
+    where = f" (saved to {save})" if save is not None else ""
+    console.print(f"[green]discarded {removed} parked job(s){where}[/]")
 
 
 def _register_tool_commands() -> None:

@@ -20,6 +20,7 @@ from app import redis_keys
 from app.api.auth import announce_key_change
 from app.errors import NotFound
 from app.model_store import ModelStore
+from app.queue import Queue
 from app.storage import orgs
 from app.storage.db import SessionFactory
 from app.storage.tables import Event, Item, Org, User
@@ -32,7 +33,7 @@ class DeletedOrg:
     items: int
     users: int
     events: int
-    redis_keys: int  # keys removed (queued jobs included)
+    redis_keys: int  # keys removed (queued and parked jobs included)
     model_versions: bool  # whether the model store held any
 
 
@@ -55,8 +56,11 @@ async def delete_org(sessions: SessionFactory, redis: Redis, store: ModelStore, 
     org_id = str(found.id) if found is not None else str(as_id)
     slug = found.slug if found is not None else None
     removed = await _forget_in_redis(redis, org_id)
+    # Its parked jobs hold its records and can never succeed now.
+    parked = await Queue(redis).discard_dead_letters(org_id=org_id)
     had_models = store.delete_org(org_id)
-    return DeletedOrg(org_id, slug, counts["items"], counts["users"], counts["events"], removed, had_models)
+    return DeletedOrg(org_id, slug, counts["items"], counts["users"], counts["events"], removed + parked,
+                      had_models)
 
 
 def _uuid(value: str) -> uuid.UUID | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -154,6 +155,24 @@ class Queue:
 
     async def dead_letters(self, *, limit: int = 100) -> list[dict[str, Any]]:
         return [orjson.loads(raw) for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, limit - 1)]
+
+    async def discard_dead_letters(
+        self, *, org_id: str | None, keep_copy: Callable[[list[dict[str, Any]]], None] | None = None
+    ) -> int:
+        """Remove parked jobs, of one org (the `org_id` they carry) or all of them (org_id None);
+        returns how many. `keep_copy` gets exactly those entries before any is removed (a failure
+        there removes nothing). Removal is by value (LREM): a job parked meanwhile stays."""
+        chosen: list[tuple[bytes, dict[str, Any]]] = []
+        for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, -1):
+            entry = orjson.loads(raw)
+            if org_id is None or str((entry.get("kwargs") or {}).get("org_id")) == org_id:
+                chosen.append((raw, entry))
+        if keep_copy is not None:
+            keep_copy([entry for _, entry in chosen])
+        removed = 0
+        for raw, _ in chosen:
+            removed += int(await self.redis.lrem(redis_keys.DEAD_LETTER, 1, raw))
+        return removed
 
     async def replay_dead_letters(self, *, limit: int = 1000) -> int:
         """Queue parked jobs again, oldest first (after the cause was fixed); returns how many."""

@@ -14,6 +14,8 @@ SELECT u.org_id, u.recommendation_id, u.strategy, u.mode, u.user_id, u.context_i
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::float8[])
      AS u(org_id, recommendation_id, strategy, mode, user_id, context_item_id, item_ids, model_version, served_at)
+-- A batch mixes orgs: rows of an org deleted since they were served are left out, not the batch.
+WHERE u.org_id IN (SELECT id FROM orgs)
 ON CONFLICT (org_id, recommendation_id) DO NOTHING
 """
 

@@ -114,6 +114,7 @@ async def test_org_delete_removes_the_tenant_from_every_store(
     from sqlalchemy import func, select
 
     from app import redis_keys
+    from app.queue import Queue
     from app.storage.tables import (
         ApiKey,
         Event,
@@ -147,7 +148,10 @@ async def test_org_delete_removes_the_tenant_from_every_store(
     assert (settings.models_path / org_id).is_dir()
     # Accepted but not persisted yet when the org goes: the job must not end in the dead-letter list.
     assert (await client.post("/v1/ingest/events/ingest", json=events[:1], headers=pk)).status_code == 202
-    parked = await redis.llen(redis_keys.DEAD_LETTER)
+    # A job of the org parked earlier holds its records: it goes with the org.
+    await redis.rpush(redis_keys.DEAD_LETTER, orjson.dumps(
+        {"job_id": "x", "function": "ingest_events", "kwargs": {"org_id": org_id, "records": events}}))
+    parked = await redis.llen(redis_keys.DEAD_LETTER) - 1
 
     assert slug in [o["tenant_id"] for o in orjson.loads(lehnz("org", "list", "--json", env=env).stdout)]
     unconfirmed = lehnz("org", "delete", "--org", slug, env=env)  # no TTY, no --yes: nothing happens
@@ -174,8 +178,18 @@ async def test_org_delete_removes_the_tenant_from_every_store(
         return statuses == {401}
 
     await eventually(refused, timeout=5.0, interval=0.05)
+    # A served-log batch still queued with the org's rows (the api buffers them): the other
+    # orgs' rows of the batch land, the deleted org's are left out, nothing is parked.
+    other = orjson.loads(lehnz("org", "create", "--name", "Staying", "--json", env=env).stdout)
+    rows = [{"org_id": o, "recommendation_id": str(uuid.uuid4()), "strategy": "popular", "mode": "popularity",
+             "user_id": None, "context_item_id": None, "item_ids": ["i0"], "model_version": None,
+             "served_at": time.time()} for o in (org_id, other["org_id"])]
+    await Queue(redis).enqueue_served(rows)
     await drain()
     assert await redis.llen(redis_keys.DEAD_LETTER) == parked
+    async with db() as session:
+        assert await session.get(ServedRecommendation, (uuid.UUID(other["org_id"]),
+                                                        uuid.UUID(rows[1]["recommendation_id"]))) is not None
     assert slug not in lehnz("org", "list", "--json", env=env).stdout
     again = lehnz("org", "delete", "--org", org_id, "--yes", env=env)  # by id: finishes or confirms
     assert again.returncode == 0 and "already removed from Postgres" in again.stderr
@@ -315,3 +329,24 @@ def test_when_serve_is_killed_its_api_and_worker_stop_and_the_next_serve_takes_o
             for pid in _pids(data_dir):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+async def test_dead_letter_discard_removes_one_orgs_parked_jobs_after_saving_them(
+    settings: Settings, redis: Any, tmp_path: Path
+) -> None:
+    from app import redis_keys
+
+    env = {**external_env(settings), "COLUMNS": "300"}
+    gone, kept = str(uuid.uuid4()), str(uuid.uuid4())
+    entries = [{"job_id": f"j{n}", "function": "ingest_events", "kwargs": {"org_id": org, "records": [n]}}
+               for n, org in enumerate((gone, kept, gone))]
+    await redis.rpush(redis_keys.DEAD_LETTER, *(orjson.dumps(e) for e in entries))
+    assert lehnz("dead-letter", "discard", env=env).returncode == 1  # neither --org nor --all
+    saved = tmp_path / "parked.jsonl"
+    discarded = lehnz("dead-letter", "discard", "--org", gone, "--save", str(saved), env=env)
+    assert discarded.returncode == 0, discarded.stderr
+    assert "discarded 2 parked job(s)" in discarded.stderr
+    assert [orjson.loads(line) for line in saved.read_bytes().splitlines()] == [entries[0], entries[2]]
+    left = [orjson.loads(raw) for raw in await redis.lrange(redis_keys.DEAD_LETTER, 0, -1)]
+    assert entries[1] in left and entries[0] not in left and entries[2] not in left
+    await redis.lrem(redis_keys.DEAD_LETTER, 1, orjson.dumps(entries[1]))
