@@ -327,10 +327,11 @@ def org_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON on
     if as_json:
         out.print_json(orjson.dumps(found).decode())
         return
-    table = Table("tenant_id", "name", "domain", "rate limit", "created", "org_id")
+    table = Table("tenant_id", "name", "domain", "rate limit", "created (UTC)")
+    table.add_column("org_id", overflow="fold")  # whole, even on a narrow terminal: it is copied
     for o in found:
-        table.add_row(o["tenant_id"], o["name"], o["domain"], o["rate_limit"] or "default", o["created_at"],
-                      o["org_id"])
+        table.add_row(o["tenant_id"], o["name"], o["domain"], o["rate_limit"] or "default",
+                      o["created_at"][:16].replace("T", " "), o["org_id"])
     out.print(table)
 
 
