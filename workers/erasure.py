@@ -11,7 +11,7 @@ from sqlalchemy import delete, update
 
 from app import redis_keys
 from app.storage import events, identity
-from app.storage.tables import ServedRecommendation, User
+from app.storage.tables import Org, ServedRecommendation, User
 from workers.failures import handle_failure
 
 log = logging.getLogger("lehnz.worker.erasure")
@@ -22,6 +22,11 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
     org_uuid = uuid.UUID(org_id)
     try:
         async with ctx["sessions"]() as session, session.begin():
+            if await session.get(Org, org_uuid) is None:
+                # The org was deleted (`lehnz org delete`) after this was queued: nothing is left
+                # to erase, and writing its tombstones would leave keys of a deleted org behind.
+                log.info("erasure for deleted org %s skipped", org_id)
+                return 0
             canonical = await identity.resolve(session, org_uuid, user_id)
             ids = sorted({user_id, canonical, *await identity.aliases_of(session, org_uuid, canonical)})
             deleted = await events.delete_user_events(session, org_uuid, ids, received_before=requested_at)

@@ -148,6 +148,8 @@ async def test_org_delete_removes_the_tenant_from_every_store(
     assert (settings.models_path / org_id).is_dir()
     # Accepted but not persisted yet when the org goes: the job must not end in the dead-letter list.
     assert (await client.post("/v1/ingest/events/ingest", json=events[:1], headers=pk)).status_code == 202
+    # Nor may a queued erasure write its tombstones for the deleted org afterwards.
+    assert (await client.delete("/v1/users/u1", headers=sk)).status_code == 202
     # A job of the org parked earlier holds its records: it goes with the org.
     await redis.rpush(redis_keys.DEAD_LETTER, orjson.dumps(
         {"job_id": "x", "function": "ingest_events", "kwargs": {"org_id": org_id, "records": events}}))
@@ -187,6 +189,7 @@ async def test_org_delete_removes_the_tenant_from_every_store(
     await Queue(redis).enqueue_served(rows)
     await drain()
     assert await redis.llen(redis_keys.DEAD_LETTER) == parked
+    assert [key async for key in redis.scan_iter(match=f"*{org_id}*")] == []  # after the queued jobs ran
     async with db() as session:
         assert await session.get(ServedRecommendation, (uuid.UUID(other["org_id"]),
                                                         uuid.UUID(rows[1]["recommendation_id"]))) is not None
