@@ -82,6 +82,7 @@ async def _forget_in_redis(redis: Redis, org_id: str) -> int:
         for job_id in [*ingest_jobs, train_job]:
             pipe.delete(job_key_prefix + job_id)
         pipe.srem(redis_keys.SERVING_ORGS, org_id)
+        pipe.sadd(redis_keys.DELETED_ORGS, org_id)  # api processes drop it from memory
         pipe.hdel(redis_keys.NEW_DATA, org_id)
         pipe.hdel(redis_keys.TRAIN_STATS, f"{org_id}:duration_s", f"{org_id}:last_success")
         await pipe.execute()

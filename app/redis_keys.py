@@ -12,6 +12,7 @@ NEW_DATA = f"{PREFIX}:train:new-data"           # hash org_id -> events persiste
 TRAIN_STATS = f"{PREFIX}:train:stats"           # hash "<org>:duration_s" / "<org>:last_success" for /metrics
 INGEST_STATS = f"{PREFIX}:ingest:stats"         # hash "<kind>:persisted" / "<kind>:failed"
 SERVING_ORGS = f"{PREFIX}:orgs:serving"         # set of org ids with a catalog or a model: api processes load them
+DELETED_ORGS = f"{PREFIX}:orgs:deleted"         # set of org ids deleted (lehnz org delete): api processes drop them
 
 
 def pending(org_id: str) -> str:

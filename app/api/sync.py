@@ -20,9 +20,10 @@ class SyncLoop:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self._was_healthy = True
-        # Size of the set of orgs with data, last seen: None until the first tick (the start-up
-        # preload covers the orgs that exist then).
+        # Sizes of the sets of orgs with data and of deleted orgs, last seen: None until the
+        # first tick (the start-up preload covers the orgs that exist then).
         self._serving_orgs: int | None = None
+        self._deleted_orgs: int | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -44,6 +45,7 @@ class SyncLoop:
         async with self.state.redis.pipeline(transaction=False) as pipe:
             pipe.get(redis_keys.KEYS_EPOCH)
             pipe.scard(redis_keys.SERVING_ORGS)
+            pipe.scard(redis_keys.DELETED_ORGS)
             for org_id in org_ids:
                 pipe.get(redis_keys.model_version(org_id))
                 pipe.get(redis_keys.catalog_version(org_id))
@@ -55,18 +57,27 @@ class SyncLoop:
         self._was_healthy = True
         if models is not None:
             for i, org_id in enumerate(org_ids):
-                model_version, catalog_version = results[2 + 2 * i], results[3 + 2 * i]
+                model_version, catalog_version = results[3 + 2 * i], results[4 + 2 * i]
                 models.notice(org_id, model_version=model_version, catalog_version=catalog_version)
-            await self._adopt_new_orgs(int(results[1]))
+            await self._follow_org_sets(serving=int(results[1]), deleted=int(results[2]))
 
-    async def _adopt_new_orgs(self, serving: int) -> None:
-        """An org that got its first catalog or model since the last tick starts loading now, so
-        its first request does not wait for the load (the set only grows: a change of size is
-        a new org)."""
+    async def _follow_org_sets(self, *, serving: int, deleted: int) -> None:
+        """When the set of orgs with data changed size, an org that got its first catalog or
+        model starts loading now (its first request then does not wait for the load); when
+        the set of deleted orgs did, they leave the cache (their memory back at once)."""
+        models = self.state.models
+        assert models is not None
         if self._serving_orgs is None:
             self._serving_orgs = serving
-        if serving == self._serving_orgs or self.state.models is None:
-            return
-        members = await asyncio.wait_for(self.state.redis.smembers(redis_keys.SERVING_ORGS), timeout=2)
-        self._serving_orgs = serving  # only now: a failed read is retried on the next tick
-        self.state.models.adopt(sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members))
+        if serving != self._serving_orgs:
+            members = await self._members(redis_keys.SERVING_ORGS)
+            self._serving_orgs = serving  # only now: a failed read is retried on the next tick
+            models.adopt(sorted(members))
+        if deleted != self._deleted_orgs:
+            members = await self._members(redis_keys.DELETED_ORGS)
+            self._deleted_orgs = deleted
+            models.forget(sorted(members))
+
+    async def _members(self, key: str) -> set[str]:
+        members = await asyncio.wait_for(self.state.redis.smembers(key), timeout=2)
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}

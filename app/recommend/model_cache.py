@@ -111,6 +111,14 @@ class ModelCache:
             task.add_done_callback(_log_failed_load)
             self._cold[org_id] = task
 
+    def forget(self, org_ids: list[str]) -> None:
+        """Drop these orgs' snapshots (deleted organisations): memory back, nothing to serve."""
+        for org_id in org_ids:
+            snapshot = self._snapshots.pop(org_id, None)
+            if snapshot is not None:
+                metrics.forget_model(org_id, snapshot.model_version)
+                log.info("org %s was deleted; dropped from the model cache", org_id)
+
     async def preload(self, org_ids: list[str]) -> None:
         for org_id in org_ids[: self._max_orgs]:
             try:

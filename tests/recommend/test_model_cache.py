@@ -42,3 +42,30 @@ async def test_an_org_created_after_start_is_loaded_before_its_first_request(
             return snapshot is not None and snapshot.model_version == version
 
         await eventually(serving_the_model, timeout=10, interval=0.05)
+
+
+async def test_a_deleted_org_leaves_the_cache_of_every_api_process(
+    settings: Any, client: Any, db: Any, redis: Any, drain: Any
+) -> None:
+    from app.main import create_app
+    from app.model_store import ModelStore
+    from app.offboarding import delete_org
+
+    application = create_app(settings.model_copy(update={"model_cache_orgs": 100_000}))
+    async with application.router.lifespan_context(application):
+        models = application.state.lehnz.models
+        org = await create_org(db, name="short stay")
+        await client.post(ITEMS, json=[item("a")], headers=org.sk)
+        await drain()
+        await eventually(lambda: _loaded(models, org.org_id), timeout=10, interval=0.05)
+
+        await delete_org(db, redis, ModelStore(settings.models_path), org.slug)
+
+        async def dropped() -> bool:
+            return models.peek(org.org_id) is None
+
+        await eventually(dropped, timeout=10, interval=0.05)
+
+
+async def _loaded(models: Any, org_id: str) -> bool:
+    return models.peek(org_id) is not None
