@@ -307,6 +307,45 @@ async def test_jobs_accepted_before_an_erasure_but_run_after_it_do_not_bring_the
     assert await count(db, User, org) == 1
 
 
+async def test_erasure_scrubs_the_users_records_from_parked_jobs_and_keeps_the_rest(
+    client: Any, org: OrgKeys, other_org: OrgKeys, redis: Any, drain: Any
+) -> None:
+    def record(user_id: str, **extra: Any) -> dict[str, Any]:
+        return {"event_id": str(uuid.uuid4()), "user_id": user_id, "event_family": "engagement",
+                "event_name": "view", "item_id": "i", "previous_user_id": None, "recommendation_id": None,
+                "context": None, "occurred_at": 1.7e9, "received_at": 1.7e9, **extra}
+
+    def served(org_id: str, user_id: str) -> dict[str, Any]:
+        return {"org_id": org_id, "recommendation_id": str(uuid.uuid4()), "strategy": "popular",
+                "mode": "popularity", "user_id": user_id, "context_item_id": None, "item_ids": ["i"],
+                "model_version": None, "served_at": 1.7e9}
+
+    def parked(function: str, **kwargs: Any) -> dict[str, Any]:
+        return {"job_id": str(uuid.uuid4()), "function": function, "kwargs": kwargs, "error": "x", "tries": 1}
+
+    events_job = parked("ingest_events", org_id=org.org_id, records=[record("gone"), record("stays")])
+    linked_job = parked("ingest_events", org_id=org.org_id, records=[record("x", previous_user_id="gone")])
+    users_job = parked("ingest_users", org_id=org.org_id, records=[
+        {"user_id": "gone", "status": "active", "attributes": {}, "created_at": 1.7e9, "received_at": 1.7e9}])
+    served_job = parked("persist_served", rows=[served(org.org_id, "gone"), served(other_org.org_id, "gone")])
+    other_job = parked("ingest_events", org_id=other_org.org_id, records=[record("gone")])  # another org's "gone"
+    jobs = [events_job, linked_job, users_job, served_job, other_job]
+    await redis.rpush(redis_keys.DEAD_LETTER, *(orjson.dumps(j) for j in jobs))
+    try:
+        assert (await client.delete("/v1/users/gone", headers=org.sk)).status_code == 202
+        await drain()
+        left = {e["job_id"]: e for e in map(orjson.loads, await redis.lrange(redis_keys.DEAD_LETTER, 0, -1))}
+        assert [r["user_id"] for r in left[events_job["job_id"]]["kwargs"]["records"]] == ["stays"]
+        assert linked_job["job_id"] not in left and users_job["job_id"] not in left  # nothing left of them
+        rows = left[served_job["job_id"]]["kwargs"]["rows"]
+        assert [r["user_id"] for r in rows] == [None, "gone"]  # the other org's "gone" is someone else
+        assert left[other_job["job_id"]] == other_job
+    finally:
+        for raw in await redis.lrange(redis_keys.DEAD_LETTER, 0, -1):
+            if orjson.loads(raw)["job_id"] in {j["job_id"] for j in jobs}:
+                await redis.lrem(redis_keys.DEAD_LETTER, 1, raw)
+
+
 async def test_erasure_unties_the_served_log_from_the_user_and_keeps_the_counts(
     client: Any, app: Any, org: OrgKeys, db: Any, redis: Any, drain: Any
 ) -> None:
