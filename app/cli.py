@@ -96,12 +96,21 @@ def serve(
             subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env),
             subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env),
         ]
-        listen = f"http://{bind_host}:{bind_port}"
+        listen = f"http://{_url_host(bind_host)}:{bind_port}"
+        probe = f"http://{_url_host(_LOOPBACK.get(bind_host, bind_host))}:{bind_port}/healthz"
 
         def announce() -> None:
             console.print(f"[bold green]lehnz serving on {listen}[/] (docs at {listen}/docs); Ctrl-C to stop")
 
-        _supervise(children, ready=lambda: _answers(f"{listen}/healthz"), on_ready=announce)
+        _supervise(children, ready=lambda: _answers(probe), on_ready=announce)
+
+
+# A wildcard address is listened on, not connected to: the readiness probe uses loopback.
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 literal
 
 
 _SUPERVISOR_ENV = "LEHNZ_SUPERVISOR_PID"
@@ -131,7 +140,7 @@ def _answers(url: str) -> bool:
 
     try:
         return httpx.get(url, timeout=1.0).status_code == 200
-    except httpx.HTTPError:
+    except Exception:  # noqa: BLE001 - not answering yet, whatever the reason: ask again later
         return False
 
 

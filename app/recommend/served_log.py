@@ -49,7 +49,10 @@ class ServedLog:
             while self._rows:
                 batch = [self._rows[i] for i in range(min(_BATCH, len(self._rows)))]
                 await self._queue.enqueue_served(batch)  # raises if Redis is away: rows stay buffered
-                for _ in batch:
+                # Remove what was sent by identity: while the enqueue awaited, a full buffer may
+                # have pushed some of these rows out already (they were sent all the same).
+                sent = {id(row) for row in batch}
+                while self._rows and id(self._rows[0]) in sent:
                     self._rows.popleft()
                 self._dropped_warned = False
         finally:

@@ -353,3 +353,11 @@ async def test_dead_letter_discard_removes_one_orgs_parked_jobs_after_saving_the
     left = [orjson.loads(raw) for raw in await redis.lrange(redis_keys.DEAD_LETTER, 0, -1)]
     assert entries[1] in left and entries[0] not in left and entries[2] not in left
     await redis.lrem(redis_keys.DEAD_LETTER, 1, orjson.dumps(entries[1]))
+
+
+def test_serve_builds_its_urls_for_wildcard_and_ipv6_hosts() -> None:
+    from app.cli import _LOOPBACK, _answers, _url_host
+
+    assert _url_host("::1") == "[::1]" and _url_host("127.0.0.1") == "127.0.0.1"
+    assert _LOOPBACK["0.0.0.0"] == "127.0.0.1" and _LOOPBACK["::"] == "::1"
+    assert _answers("http://:::8000/healthz") is False  # an unusable URL is "not ready", not a crash

@@ -221,6 +221,32 @@ def _sample(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
+async def test_rows_added_while_a_batch_is_being_sent_are_all_sent(redis: Any) -> None:
+    """A full buffer pushes out its oldest rows: if they are the batch in flight, they were sent
+    anyway, and the rows added meanwhile must not be removed in their place."""
+    from app.recommend.served_log import ServedLog
+
+    waiting, gate, sent = asyncio.Event(), asyncio.Event(), []
+
+    class SlowRedisQueue(Queue):  # the real queue, its first enqueue held back until `gate`
+        async def enqueue_served(self, rows: list[dict[str, Any]]) -> None:
+            waiting.set()
+            await gate.wait()
+            sent.extend(row["n"] for row in rows)
+            await super().enqueue_served(rows)
+
+    served_log = ServedLog(SlowRedisQueue(redis), max_rows=3)
+    for n in range(3):
+        served_log.add({"n": n, "org_id": str(uuid.uuid4())})
+    flushing = asyncio.create_task(served_log.flush())
+    await waiting.wait()  # the flush took its batch and waits at the gate
+    for n in (3, 4):
+        served_log.add({"n": n, "org_id": str(uuid.uuid4())})
+    gate.set()
+    await flushing
+    assert sent == [0, 1, 2, 3, 4]
+
+
 async def test_the_served_log_buffer_is_bounded_while_redis_is_away_and_counts_what_it_drops() -> None:
     from app.recommend.served_log import ServedLog
 
