@@ -56,10 +56,11 @@ class SyncLoop:
             log.info("sync loop reconnected to Redis")
         self._was_healthy = True
         if models is not None:
+            # Deletions first: a deleted org's vanished version keys must not start an update.
+            await self._follow_org_sets(serving=int(results[1]), deleted=int(results[2]))
             for i, org_id in enumerate(org_ids):
                 model_version, catalog_version = results[3 + 2 * i], results[4 + 2 * i]
                 models.notice(org_id, model_version=model_version, catalog_version=catalog_version)
-            await self._follow_org_sets(serving=int(results[1]), deleted=int(results[2]))
 
     async def _follow_org_sets(self, *, serving: int, deleted: int) -> None:
         """When the set of orgs with data changed size, an org that got its first catalog or

@@ -64,6 +64,7 @@ class ModelCache:
         self._cold: dict[str, asyncio.Task[OrgSnapshot]] = {}
         self._updating: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._deleted: set[str] = set()  # orgs deleted while this process runs: never installed again
 
     # --- requests ------------------------------------------------------------------------
     async def get(self, org_id: str) -> OrgSnapshot:
@@ -105,15 +106,20 @@ class ModelCache:
         for org_id in org_ids:
             if len(self._snapshots) + len(self._cold) >= self._max_orgs:
                 return
-            if org_id in self._snapshots or org_id in self._cold:
+            if org_id in self._snapshots or org_id in self._cold or org_id in self._deleted:
                 continue
             task = asyncio.create_task(self._cold_load(org_id), name=f"load-{org_id}")
             task.add_done_callback(_log_failed_load)
             self._cold[org_id] = task
 
     def forget(self, org_ids: list[str]) -> None:
-        """Drop these orgs' snapshots (deleted organisations): memory back, nothing to serve."""
+        """Drop these orgs' snapshots (deleted organisations): memory back, nothing to serve.
+        A load or update still running for one is cancelled, and would not be installed."""
         for org_id in org_ids:
+            self._deleted.add(org_id)
+            for task in (self._cold.get(org_id), self._updating.get(org_id)):
+                if task is not None:
+                    task.cancel()
             snapshot = self._snapshots.pop(org_id, None)
             if snapshot is not None:
                 metrics.forget_model(org_id, snapshot.model_version)
@@ -191,6 +197,8 @@ class ModelCache:
             log.exception("updating org %s failed; still serving the previous snapshot", org_id)
 
     def _install(self, snapshot: OrgSnapshot) -> None:
+        if snapshot.org_id in self._deleted:
+            return
         previous = self._snapshots.get(snapshot.org_id)
         if previous is not None and previous.model_version != snapshot.model_version:
             metrics.forget_model(snapshot.org_id, previous.model_version)
