@@ -30,7 +30,8 @@ def run_migrations_offline() -> None:
 
 
 def _run_sync(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
+                      transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -40,6 +41,9 @@ async def run_migrations_online() -> None:
     async with engine.connect() as connection:
         # Serialise concurrent `lehnz migrate` runs (several replicas starting at once).
         await connection.exec_driver_sql("SELECT pg_advisory_lock(727274)")
+        # A session lock outlives the transaction that took it: end that transaction, so alembic
+        # begins its own (which an autocommit block, e.g. CREATE INDEX CONCURRENTLY, commits).
+        await connection.commit()
         try:
             await connection.run_sync(_run_sync)
         finally:

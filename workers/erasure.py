@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,9 +34,11 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
             deleted = await events.delete_user_events(session, org_uuid, ids, received_before=requested_at)
             await session.execute(delete(User).where(User.org_id == org_uuid, User.user_id.in_(ids)))
             # What was recommended to them stays counted in analytics, no longer tied to the person.
+            # Rows served after the request (the user came back) keep theirs.
             await session.execute(
                 update(ServedRecommendation)
-                .where(ServedRecommendation.org_id == org_uuid, ServedRecommendation.user_id.in_(ids))
+                .where(ServedRecommendation.org_id == org_uuid, ServedRecommendation.user_id.in_(ids),
+                       ServedRecommendation.served_at <= datetime.fromtimestamp(requested_at, UTC))
                 .values(user_id=None)
             )
             await identity.delete_aliases(session, org_uuid, canonical)

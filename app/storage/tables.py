@@ -155,7 +155,11 @@ class ServedRecommendation(Base):
     """Every /v1/recommend response, for attribution and analytics (written by the worker)."""
 
     __tablename__ = "served_recommendations"
-    __table_args__ = (Index("ix_served_org_time", "org_id", "served_at"),)
+    __table_args__ = (
+        Index("ix_served_org_time", "org_id", "served_at"),
+        # Erasures find the user's rows (migration 0002).
+        Index("ix_served_org_user", "org_id", "user_id", postgresql_where=text("user_id IS NOT NULL")),
+    )
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True)
     recommendation_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
