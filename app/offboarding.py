@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
@@ -49,6 +50,12 @@ async def delete_org(sessions: SessionFactory, redis: Redis, store: ModelStore, 
         if found is None and as_id is None:
             raise NotFound("No such organisation")
         if found is not None:
+            # First, in a transaction of its own: its keys stop working on every replica within a
+            # second, so no new job is queued for it while its data is being deleted.
+            await orgs.revoke_all_keys(session, found.id)
+    await announce_key_change(redis)
+    if found is not None:
+        async with sessions() as session, session.begin():
             for name, table in (("items", Item), ("users", User), ("events", Event)):
                 counts[name] = int(await session.scalar(
                     select(func.count()).select_from(table).where(table.org_id == found.id)) or 0)
@@ -56,11 +63,24 @@ async def delete_org(sessions: SessionFactory, redis: Redis, store: ModelStore, 
     org_id = str(found.id) if found is not None else str(as_id)
     slug = found.slug if found is not None else None
     removed = await _forget_in_redis(redis, org_id)
-    # Its parked jobs hold its records and can never succeed now.
-    parked = await Queue(redis).discard_dead_letters(org_id=org_id)
+    # Its parked jobs hold its records and can never succeed now; served-log batches mix orgs,
+    # so only its rows leave them.
+    parked = await Queue(redis).rewrite_dead_letters(lambda entry: _without_org(entry, org_id))
     had_models = store.delete_org(org_id)
     return DeletedOrg(org_id, slug, counts["items"], counts["users"], counts["events"], removed + parked,
                       had_models)
+
+
+def _without_org(entry: dict[str, Any], org_id: str) -> dict[str, Any] | None:
+    kwargs = entry.get("kwargs") or {}
+    if str(kwargs.get("org_id")) == org_id:
+        return {}
+    rows = kwargs.get("rows")
+    if entry.get("function") == "persist_served" and isinstance(rows, list):
+        left = [r for r in rows if r.get("org_id") != org_id]
+        if len(left) != len(rows):
+            return {**entry, "kwargs": {**kwargs, "rows": left}} if left else {}
+    return None
 
 
 def _uuid(value: str) -> uuid.UUID | None:

@@ -174,6 +174,27 @@ class Queue:
             removed += int(await self.redis.lrem(redis_keys.DEAD_LETTER, 1, raw))
         return removed
 
+    async def rewrite_dead_letters(self, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> int:
+        """Apply `change` to every parked job: None leaves it, {} removes it, else it is replaced.
+        An entry is replaced only if it is still there; one replaced meanwhile (a concurrent
+        rewrite, a replay) is read again and changed again, so `change` must be idempotent.
+        Returns how many entries were changed."""
+        replace = self.redis.register_script(_REPLACE_PARKED)
+        changed = 0
+        for _ in range(_REWRITE_PASSES):
+            missed = False
+            for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, -1):
+                new = change(orjson.loads(raw))
+                if new is None:
+                    continue
+                if await replace(keys=[redis_keys.DEAD_LETTER], args=[raw, orjson.dumps(new) if new else b""]):
+                    changed += 1
+                else:
+                    missed = True
+            if not missed:
+                break
+        return changed
+
     async def replay_dead_letters(self, *, limit: int = 1000) -> int:
         """Queue parked jobs again, oldest first (after the cause was fixed); returns how many."""
         replayed = 0
@@ -194,6 +215,16 @@ class Queue:
                 raise
             replayed += 1
         return replayed
+
+
+# Replace a dead-letter entry only if it is still there (LREM found it); an empty replacement
+# only removes it. Returns whether the entry was there.
+_REPLACE_PARKED = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[1], ARGV[2]) end
+return 1
+"""
+_REWRITE_PASSES = 10
 
 
 class _Batch:

@@ -8,10 +8,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import delete, update
 
 from app import redis_keys
+from app.queue import Queue
 from app.storage import events, identity
 from app.storage.tables import Org, ServedRecommendation, User
 from workers.failures import handle_failure
@@ -58,7 +58,8 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
         pipe.hincrby(redis_keys.NEW_DATA, org_id, max(1, deleted, ctx["settings"].train_min_new_events))
         await pipe.execute()
     try:
-        scrubbed = await _scrub_parked(redis, org_id, set(ids), requested_at)
+        erased = set(ids)
+        scrubbed = await Queue(redis).rewrite_dead_letters(lambda e: _scrubbed(e, org_id, erased, requested_at))
     except Exception as exc:  # noqa: BLE001 - a replay still drops them (the tombstones are written)
         log.warning("could not scrub the dead-letter list for an erasure in org %s (%s)", org_id,
                     type(exc).__name__)
@@ -68,45 +69,24 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
     return deleted
 
 
-# Replace a dead-letter entry only if it is still there (not replayed or discarded meanwhile);
-# an empty replacement just removes it.
-_REPLACE_PARKED = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 and ARGV[2] ~= '' then
-    redis.call('RPUSH', KEYS[1], ARGV[2])
-end
-return 1
-"""
-
-
-async def _scrub_parked(redis: Any, org_id: str, ids: set[str], requested_at: float) -> int:
-    """Parked jobs hold records too: the erased user's ones received before the request go
-    (served-log rows lose the user id), the rest of each job stays parked. Returns how many
-    entries changed."""
-    replace = redis.register_script(_REPLACE_PARKED)
-    changed = 0
-    for raw in await redis.lrange(redis_keys.DEAD_LETTER, 0, -1):
-        entry = orjson.loads(raw)
-        kwargs = entry.get("kwargs") or {}
-        if entry.get("function") == "persist_served":
-            rows = kwargs.get("rows") or []
-            kept = [
-                {**r, "user_id": None}
-                if r.get("org_id") == org_id and r.get("user_id") in ids and r.get("served_at", 0) <= requested_at
-                else r
-                for r in rows
-            ]
-            scrubbed = {**entry, "kwargs": {**kwargs, "rows": kept}} if kept != rows else None
-        elif kwargs.get("org_id") == org_id and isinstance(kwargs.get("records"), list):
-            records = kwargs["records"]
-            kept = [r for r in records if not (
-                {r.get("user_id"), r.get("previous_user_id")} & ids and r.get("received_at", 0) <= requested_at)]
-            scrubbed = {**entry, "kwargs": {**kwargs, "records": kept}} if len(kept) != len(records) else None
-            if scrubbed is not None and not kept:
-                scrubbed = {}  # nothing left of the job: remove it
-        else:
-            continue
-        if scrubbed is None:
-            continue
-        await replace(keys=[redis_keys.DEAD_LETTER], args=[raw, orjson.dumps(scrubbed) if scrubbed else b""])
-        changed += 1
-    return changed
+def _scrubbed(entry: dict[str, Any], org_id: str, ids: set[str], requested_at: float) -> dict[str, Any] | None:
+    """A parked job without the erased user's records received before the request (served-log
+    rows lose the user id instead): None if it has none, {} if nothing else is left of it."""
+    kwargs = entry.get("kwargs") or {}
+    if entry.get("function") == "persist_served":
+        rows = kwargs.get("rows") or []
+        kept = [
+            {**r, "user_id": None}
+            if r.get("org_id") == org_id and r.get("user_id") in ids and r.get("served_at", 0) <= requested_at
+            else r
+            for r in rows
+        ]
+        return {**entry, "kwargs": {**kwargs, "rows": kept}} if kept != rows else None
+    records = kwargs.get("records")
+    if kwargs.get("org_id") != org_id or not isinstance(records, list):
+        return None
+    left = [r for r in records if not (
+        {r.get("user_id"), r.get("previous_user_id")} & ids and r.get("received_at", 0) <= requested_at)]
+    if len(left) == len(records):
+        return None
+    return {**entry, "kwargs": {**kwargs, "records": left}} if left else {}

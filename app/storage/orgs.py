@@ -90,6 +90,13 @@ async def list_orgs(session: AsyncSession) -> list[Org]:
     return list((await session.scalars(select(Org).order_by(Org.created_at, Org.slug))).all())
 
 
+async def revoke_all_keys(session: AsyncSession, org_id: uuid.UUID) -> None:
+    await session.execute(
+        update(ApiKey).where(ApiKey.org_id == org_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now().astimezone())
+    )
+
+
 async def delete_org(session: AsyncSession, org_id: uuid.UUID) -> None:
     """The org and, by ON DELETE CASCADE, everything it owns: keys, accounts, items, users,
     events, aliases, training runs, the served log."""

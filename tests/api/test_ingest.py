@@ -347,6 +347,31 @@ async def test_erasure_scrubs_the_users_records_from_parked_jobs_and_keeps_the_r
                 await redis.lrem(redis_keys.DEAD_LETTER, 1, raw)
 
 
+async def test_concurrent_rewrites_of_the_dead_letter_list_compose(redis: Any) -> None:
+    """Two erasures scrubbing the same parked job at once: both users' records go."""
+    import asyncio
+
+    from app.queue import Queue
+
+    job_id = str(uuid.uuid4())
+    entry = {"job_id": job_id, "function": "ingest_events", "kwargs": {"records": ["a", "b", "c"]}}
+    await redis.rpush(redis_keys.DEAD_LETTER, orjson.dumps(entry))
+
+    def without(letter: str) -> Any:
+        def change(e: dict[str, Any]) -> dict[str, Any] | None:
+            records = e["kwargs"]["records"]
+            if e["job_id"] != job_id or letter not in records:
+                return None
+            return {**e, "kwargs": {"records": [r for r in records if r != letter]}}
+        return change
+
+    queue = Queue(redis)
+    await asyncio.gather(queue.rewrite_dead_letters(without("a")), queue.rewrite_dead_letters(without("b")))
+    [left] = [e for e in map(orjson.loads, await redis.lrange(redis_keys.DEAD_LETTER, 0, -1)) if e["job_id"] == job_id]
+    assert left["kwargs"]["records"] == ["c"]
+    await redis.lrem(redis_keys.DEAD_LETTER, 1, orjson.dumps(left))
+
+
 async def test_erasure_unties_the_served_log_from_the_user_and_keeps_the_counts(
     client: Any, app: Any, org: OrgKeys, db: Any, redis: Any, drain: Any
 ) -> None:

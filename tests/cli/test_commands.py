@@ -150,9 +150,13 @@ async def test_org_delete_removes_the_tenant_from_every_store(
     assert (await client.post("/v1/ingest/events/ingest", json=events[:1], headers=pk)).status_code == 202
     # Nor may a queued erasure write its tombstones for the deleted org afterwards.
     assert (await client.delete("/v1/users/u1", headers=sk)).status_code == 202
-    # A job of the org parked earlier holds its records: it goes with the org.
+    # A job of the org parked earlier holds its records: it goes with the org; a parked served-log
+    # batch keeps only the other orgs' rows.
     await redis.rpush(redis_keys.DEAD_LETTER, orjson.dumps(
         {"job_id": "x", "function": "ingest_events", "kwargs": {"org_id": org_id, "records": events}}))
+    mixed = {"job_id": f"served-{org_id}", "function": "persist_served", "kwargs": {"rows": [
+        {"org_id": org_id, "user_id": "u1"}, {"org_id": "another-org", "user_id": "u1"}]}}
+    await redis.rpush(redis_keys.DEAD_LETTER, orjson.dumps(mixed))
     parked = await redis.llen(redis_keys.DEAD_LETTER) - 1
 
     assert slug in [o["tenant_id"] for o in orjson.loads(lehnz("org", "list", "--json", env=env).stdout)]
@@ -189,6 +193,10 @@ async def test_org_delete_removes_the_tenant_from_every_store(
     await Queue(redis).enqueue_served(rows)
     await drain()
     assert await redis.llen(redis_keys.DEAD_LETTER) == parked
+    left = [orjson.loads(raw) for raw in await redis.lrange(redis_keys.DEAD_LETTER, 0, -1)]
+    [served_left] = [e for e in left if e["function"] == "persist_served" and "another-org" in str(e)]
+    assert served_left["kwargs"]["rows"] == [{"org_id": "another-org", "user_id": "u1"}]
+    await redis.lrem(redis_keys.DEAD_LETTER, 1, orjson.dumps(served_left))
     assert [key async for key in redis.scan_iter(match=f"*{org_id}*")] == []  # after the queued jobs ran
     async with db() as session:
         assert await session.get(ServedRecommendation, (uuid.UUID(other["org_id"]),
