@@ -12,6 +12,8 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+import asyncpg
+
 from app import redis_keys
 from app.recommend import realtime
 from app.storage import catalog, events, identity
@@ -110,8 +112,14 @@ async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> 
 
     try:
         rows = await _forget_erased_viewers(ctx["redis"], rows)
-        async with ctx["sessions"]() as session, session.begin():
-            await served.insert_served(session, rows)
+        try:
+            async with ctx["sessions"]() as session, session.begin():
+                await served.insert_served(session, rows)
+        except asyncpg.exceptions.ForeignKeyViolationError:
+            # An org of the batch was deleted while the insert waited on it (the insert leaves
+            # out rows of deleted orgs, but checked before the delete committed): once more.
+            async with ctx["sessions"]() as session, session.begin():
+                await served.insert_served(session, rows)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="persist_served", kwargs={"rows": rows}, kind="served",
                              records=len(rows))

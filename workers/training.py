@@ -21,6 +21,7 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app import redis_keys
 from app.settings import Settings
@@ -40,13 +41,16 @@ def new_executor() -> ProcessPoolExecutor:
 def stop_executor(executor: ProcessPoolExecutor) -> None:
     """Stop now, a train in flight included: the worker must not outlive its stop on a child
     (the abandoned train's job is re-queued by arq and the previous model keeps serving)."""
-    processes = list(getattr(executor, "_processes", {}).values())  # no public API for this
-    executor.shutdown(wait=False, cancel_futures=True)
+    processes = list((getattr(executor, "_processes", None) or {}).values())  # no public API for this
     for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
         process.join(timeout=10)
+    # Then wait for the pool's manager thread: shutdown(wait=False) cleared the pool's process
+    # table under it, and right after a child retired (max_tasks_per_child) the thread could
+    # still be starting its replacement and failed on that (Python 3.11).
+    executor.shutdown(wait=True, cancel_futures=True)
 
 
 # While a train runs, its worker keeps "training:<org>" alive. If the worker dies (killed,
@@ -107,12 +111,18 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
         if "BrokenProcessPool" in type(exc).__name__:
             ctx["train_pool"] = new_executor()
         error = f"{type(exc).__name__}: {exc}"[:2000]
+        try:
+            await _record(ctx, org_id, started=started, status="failed", error=error)
+        except IntegrityError:  # the run references its org: it was deleted meanwhile
+            return await _org_deleted_meanwhile(ctx, org_id)
         log.error("training org %s failed: %s", org_id, error)
-        await _record(ctx, org_id, started=started, status="failed", error=error)
         await redis.delete(redis_keys.training(org_id))
         return {"status": "failed", "error": error}
 
-    await _record(ctx, org_id, started=started, status="succeeded", summary=summary)
+    try:
+        await _record(ctx, org_id, started=started, status="succeeded", summary=summary)
+    except IntegrityError:  # the run references its org: it was deleted while it trained
+        return await _org_deleted_meanwhile(ctx, org_id)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(redis_keys.model_version(org_id), summary["version"])
         pipe.sadd(redis_keys.SERVING_ORGS, org_id)
@@ -126,6 +136,14 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
     ctx["model_store"].prune(org_id, keep=3)
     log.info("trained org %s: version %s in %d ms", org_id, summary["version"], summary["duration_ms"])
     return {"status": "succeeded", **summary}
+
+
+async def _org_deleted_meanwhile(ctx: dict[str, Any], org_id: str) -> dict[str, Any]:
+    """`lehnz org delete` ran while this org trained: remove what the train wrote, record nothing."""
+    ctx["model_store"].delete_org(org_id)
+    await ctx["redis"].delete(redis_keys.training(org_id))
+    log.info("org %s was deleted while it trained; its new model was discarded", org_id)
+    return {"status": "org deleted"}
 
 
 async def _record(

@@ -347,6 +347,47 @@ async def test_erasure_scrubs_the_users_records_from_parked_jobs_and_keeps_the_r
                 await redis.lrem(redis_keys.DEAD_LETTER, 1, raw)
 
 
+async def test_a_served_batch_racing_an_org_deletion_lands_the_other_orgs_rows(
+    org: OrgKeys, other_org: OrgKeys, db: Any, redis: Any, drain: Any
+) -> None:
+    import asyncio
+
+    from sqlalchemy import delete, text
+
+    from app.queue import Queue
+    from app.storage.tables import Org
+    from tests.waiting import eventually
+
+    def row(owner: OrgKeys) -> dict[str, Any]:
+        return {"org_id": owner.org_id, "recommendation_id": str(uuid.uuid4()), "strategy": "popular",
+                "mode": "popularity", "user_id": None, "context_item_id": None, "item_ids": ["a"],
+                "model_version": None, "served_at": time.time()}
+
+    rows = [row(org), row(other_org)]
+    parked = await redis.llen(redis_keys.DEAD_LETTER)
+    deleting = db()
+    await deleting.execute(delete(Org).where(Org.id == uuid.UUID(org.org_id)))  # not committed yet
+    try:
+        await Queue(redis).enqueue_served(rows)
+        persisting = asyncio.create_task(drain())
+
+        async def insert_waits_on_the_delete() -> bool:
+            async with db() as session:
+                return bool(await session.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%INSERT INTO served_recommendations%'")))
+
+        await eventually(insert_waits_on_the_delete, timeout=10)
+        await deleting.commit()
+        await persisting
+    finally:
+        await deleting.close()
+    assert await redis.llen(redis_keys.DEAD_LETTER) == parked
+    async with db() as session:
+        assert await session.get(ServedRecommendation, (uuid.UUID(other_org.org_id),
+                                                        uuid.UUID(rows[1]["recommendation_id"]))) is not None
+
+
 async def test_concurrent_rewrites_of_the_dead_letter_list_compose(redis: Any) -> None:
     """Two erasures scrubbing the same parked job at once: both users' records go."""
     import asyncio

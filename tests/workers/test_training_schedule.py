@@ -111,3 +111,24 @@ async def test_a_train_whose_worker_died_is_released_for_another_worker(
     await redis.delete(redis_keys.training(org.org_id))  # the worker died: no more beats
     assert await training.release_orphaned_trains(redis, settings) == [org.org_id]
     assert not await redis.exists(in_progress)
+
+
+async def test_a_train_of_an_org_deleted_meanwhile_leaves_no_model_behind(
+    client: Any, org: OrgKeys, settings: Any, redis: Any, db: Any, drain: Any
+) -> None:
+    import uuid
+
+    from app.queue import Queue
+    from app.storage import orgs
+
+    await client.post("/v1/ingest/items/upsert", json=[item("a"), item("b")], headers=org.sk)
+    await client.post("/v1/ingest/events/ingest", json=[event("u", "view", "a")], headers=org.pk)
+    await drain()
+    # A train queued (or running) when the org is deleted (`lehnz org delete`): its row goes.
+    await Queue(redis).enqueue_train(org.org_id, reason="test")
+    async with db() as session, session.begin():
+        await orgs.delete_org(session, uuid.UUID(org.org_id))
+    await drain()
+    assert not (settings.models_path / org.org_id).exists()
+    assert not await redis.exists(redis_keys.training(org.org_id))
+    assert not await redis.exists(redis_keys.model_version(org.org_id))
