@@ -381,6 +381,8 @@ def org_delete(
             _fail(f"the organisation may be deleted from Postgres, but Redis or the model store could not be "
                   f"cleaned ({type(exc).__name__}: {exc}); run this again with --org <org_id> once that is fixed")
             return
+    if deleted.slug is None and not deleted.redis_keys and not deleted.model_versions:
+        _fail(f"no organisation {org!r} and nothing left of one (`lehnz org list` shows them)")
     name = deleted.slug or "(already removed from Postgres)"
     console.print(
         f"[green]deleted organisation {name}[/] ({deleted.org_id}): {deleted.items:,} items, "

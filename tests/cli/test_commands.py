@@ -202,8 +202,12 @@ async def test_org_delete_removes_the_tenant_from_every_store(
         assert await session.get(ServedRecommendation, (uuid.UUID(other["org_id"]),
                                                         uuid.UUID(rows[1]["recommendation_id"]))) is not None
     assert slug not in lehnz("org", "list", "--json", env=env).stdout
-    again = lehnz("org", "delete", "--org", org_id, "--yes", env=env)  # by id: finishes or confirms
-    assert again.returncode == 0 and "already removed from Postgres" in again.stderr
+    again = lehnz("org", "delete", "--org", org_id, "--yes", env=env)  # by id, when nothing is left
+    assert again.returncode == 1 and "nothing left of one" in again.stderr
+    await redis.set(redis_keys.model_version(org_id), "v")  # as if an earlier run stopped half-way
+    finished = lehnz("org", "delete", "--org", org_id, "--yes", env=env)
+    assert finished.returncode == 0 and "already removed from Postgres" in finished.stderr
+    assert not await redis.exists(redis_keys.model_version(org_id))
     unknown = lehnz("org", "delete", "--org", "no-such-org", "--yes", env=env)
     assert unknown.returncode == 1 and "no organisation" in unknown.stderr
 
