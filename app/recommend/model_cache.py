@@ -81,6 +81,10 @@ class ModelCache:
     def peek(self, org_id: str) -> OrgSnapshot | None:
         return self._snapshots.get(org_id)
 
+    def loading(self, org_id: str) -> bool:
+        """Whether a load or an update of this org is in flight."""
+        return org_id in self._cold or org_id in self._updating
+
     # --- sync loop -----------------------------------------------------------------------
     def org_ids(self) -> list[str]:
         return list(self._snapshots)

@@ -62,15 +62,15 @@ async def test_a_deleted_org_leaves_the_cache_of_every_api_process(
         # An update of the org already running when it is deleted (its version keys vanish with
         # it) must not install it again afterwards.
         models.notice(org.org_id, model_version=None, catalog_version=b"changed")
-        assert models.status()["loading"] == 1
+        assert models.loading(org.org_id)
         await delete_org(db, redis, ModelStore(settings.models_path), org.slug)
 
         async def dropped_and_settled() -> bool:
-            return models.peek(org.org_id) is None and models.status()["loading"] == 0
+            return models.peek(org.org_id) is None and not models.loading(org.org_id)
 
         await eventually(dropped_and_settled, timeout=10, interval=0.05)
         models.adopt([org.org_id])  # a worker's late SADD of the org cannot bring it back either
-        assert models.peek(org.org_id) is None and models.status()["loading"] == 0
+        assert models.peek(org.org_id) is None and not models.loading(org.org_id)
 
 
 async def _loaded(models: Any, org_id: str) -> bool:
