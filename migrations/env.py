@@ -15,6 +15,9 @@ from app.storage.tables import Base
 config = context.config
 target_metadata = Base.metadata
 
+_LOCK_ID = 727274
+_LOCK_POLL_S = 0.2
+
 
 def _database_url() -> str:
     url = config.attributes.get("database_url") or get_settings().database_url
@@ -39,15 +42,21 @@ def _run_sync(connection: Connection) -> None:
 async def run_migrations_online() -> None:
     engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
     async with engine.connect() as connection:
-        # Serialise concurrent `lehnz migrate` runs (several replicas starting at once).
-        await connection.exec_driver_sql("SELECT pg_advisory_lock(727274)")
-        # A session lock outlives the transaction that took it: end that transaction, so alembic
-        # begins its own (which an autocommit block, e.g. CREATE INDEX CONCURRENTLY, commits).
-        await connection.commit()
+        # Serialise concurrent `lehnz migrate` runs (several replicas starting at once). Polled,
+        # not waited for: a session blocked in pg_advisory_lock keeps a snapshot open, and a
+        # CREATE INDEX CONCURRENTLY in the holder's migration waits for every open snapshot, so
+        # the two would deadlock. Each try ends its transaction, so none is held while waiting;
+        # the session lock outlives it, and alembic then begins transactions of its own.
+        while True:
+            acquired = (await connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({_LOCK_ID})")).scalar()
+            await connection.commit()
+            if acquired:
+                break
+            await asyncio.sleep(_LOCK_POLL_S)
         try:
             await connection.run_sync(_run_sync)
         finally:
-            await connection.exec_driver_sql("SELECT pg_advisory_unlock(727274)")
+            await connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_ID})")
             await connection.commit()
     await engine.dispose()
 

@@ -113,7 +113,9 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
         error = f"{type(exc).__name__}: {exc}"[:2000]
         try:
             await _record(ctx, org_id, started=started, status="failed", error=error)
-        except IntegrityError:  # the run references its org: it was deleted meanwhile
+        except IntegrityError as exc:
+            if not _org_missing(exc):
+                raise
             return await _org_deleted_meanwhile(ctx, org_id)
         log.error("training org %s failed: %s", org_id, error)
         await redis.delete(redis_keys.training(org_id))
@@ -121,7 +123,11 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
 
     try:
         await _record(ctx, org_id, started=started, status="succeeded", summary=summary)
-    except IntegrityError:  # the run references its org: it was deleted while it trained
+    except IntegrityError as exc:
+        if not _org_missing(exc):
+            raise
+        return await _org_deleted_meanwhile(ctx, org_id)
+    if await redis.sismember(redis_keys.DELETED_ORGS, org_id):  # deleted right after the record
         return await _org_deleted_meanwhile(ctx, org_id)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(redis_keys.model_version(org_id), summary["version"])
@@ -136,6 +142,13 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
     ctx["model_store"].prune(org_id, keep=3)
     log.info("trained org %s: version %s in %d ms", org_id, summary["version"], summary["duration_ms"])
     return {"status": "succeeded", **summary}
+
+
+def _org_missing(exc: IntegrityError) -> bool:
+    """The training run's row was refused because its org no longer exists (foreign key)."""
+    cause = exc.orig
+    code = getattr(cause, "sqlstate", None) or getattr(getattr(cause, "__cause__", None), "sqlstate", None)
+    return code == "23503"  # foreign_key_violation
 
 
 async def _org_deleted_meanwhile(ctx: dict[str, Any], org_id: str) -> dict[str, Any]:

@@ -133,6 +133,11 @@ class ModelCache:
         for org_id in org_ids[: self._max_orgs]:
             try:
                 await self.get(org_id)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the preload itself is being stopped
+                # else its load was cancelled: the org was deleted meanwhile; on with the others
             except Exception:
                 log.exception("preloading org %s failed", org_id)
 

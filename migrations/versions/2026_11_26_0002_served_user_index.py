@@ -25,6 +25,14 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.get_context().autocommit_block():
+        # A build that was interrupted (or lost a deadlock) leaves an INVALID index behind, which
+        # IF NOT EXISTS would keep for good: drop it and build again.
+        invalid = op.get_bind().execute(sa.text(
+            "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'ix_served_org_user'"
+        )).scalar()
+        if invalid:
+            op.drop_index('ix_served_org_user', table_name='served_recommendations', postgresql_concurrently=True)
         op.create_index(
             'ix_served_org_user', 'served_recommendations', ['org_id', 'user_id'], unique=False,
             postgresql_where=sa.text('user_id IS NOT NULL'), postgresql_concurrently=True, if_not_exists=True,
