@@ -75,3 +75,30 @@ async def test_a_deleted_org_leaves_the_cache_of_every_api_process(
 
 async def _loaded(models: Any, org_id: str) -> bool:
     return models.peek(org_id) is not None
+
+
+async def test_the_preload_goes_on_when_an_org_is_deleted_while_it_loads(
+    settings: Any, client: Any, db: Any, drain: Any
+) -> None:
+    import asyncio
+
+    from app.main import create_app
+
+    application = create_app(settings.model_copy(update={"model_cache_orgs": 100_000}))
+    async with application.router.lifespan_context(application):
+        models = application.state.lehnz.models
+        gone, kept = await create_org(db, name="gone at start"), await create_org(db, name="kept at start")
+        for org in (gone, kept):
+            await client.post(ITEMS, json=[item("a")], headers=org.sk)
+        await drain()
+        # A preload (as at start-up) of two orgs; the first is deleted while it loads.
+        preloading = asyncio.create_task(models.preload([gone.org_id, kept.org_id]))
+        await eventually(lambda: _is_loading(models, gone.org_id), timeout=10, interval=0.001)
+        models.forget([gone.org_id])
+        await asyncio.wait_for(preloading, timeout=10)
+        assert models.peek(gone.org_id) is None
+        assert models.peek(kept.org_id) is not None
+
+
+async def _is_loading(models: Any, org_id: str) -> bool:
+    return models.loading(org_id)
