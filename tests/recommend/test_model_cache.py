@@ -82,22 +82,22 @@ async def test_the_preload_goes_on_when_an_org_is_deleted_while_it_loads(
 ) -> None:
     import asyncio
 
-    from app.main import create_app
+    from app.model_store import ModelStore
+    from app.recommend.model_cache import ModelCache
 
-    application = create_app(settings.model_copy(update={"model_cache_orgs": 100_000}))
-    async with application.router.lifespan_context(application):
-        models = application.state.lehnz.models
-        gone, kept = await create_org(db, name="gone at start"), await create_org(db, name="kept at start")
-        for org in (gone, kept):
-            await client.post(ITEMS, json=[item("a")], headers=org.sk)
-        await drain()
-        # A preload (as at start-up) of two orgs; the first is deleted while it loads.
-        preloading = asyncio.create_task(models.preload([gone.org_id, kept.org_id]))
-        await eventually(lambda: _is_loading(models, gone.org_id), timeout=10, interval=0.001)
-        models.forget([gone.org_id])
-        await asyncio.wait_for(preloading, timeout=10)
-        assert models.peek(gone.org_id) is None
-        assert models.peek(kept.org_id) is not None
+    gone, kept = await create_org(db, name="gone at start"), await create_org(db, name="kept at start")
+    for org in (gone, kept):
+        await client.post(ITEMS, json=[item("a")], headers=org.sk)
+    await drain()
+    # A cache of its own (no sync loop to load the orgs first), preloading as at start-up; the
+    # first org is deleted while it loads.
+    models = ModelCache(db, ModelStore(settings.models_path), max_orgs=10)
+    preloading = asyncio.create_task(models.preload([gone.org_id, kept.org_id]))
+    await eventually(lambda: _is_loading(models, gone.org_id), timeout=10, interval=0.001)
+    models.forget([gone.org_id])
+    await asyncio.wait_for(preloading, timeout=10)
+    assert models.peek(gone.org_id) is None
+    assert models.peek(kept.org_id) is not None
 
 
 async def _is_loading(models: Any, org_id: str) -> bool:
