@@ -62,12 +62,14 @@ def server_urls(data_dir: Path) -> Iterator[tuple[str, str]]:
     urls = servers.open() if (database_url is None or redis_url is None) else None
     from app.storage.migrate import upgrade_head
 
-    database_url = database_url or (urls.database_url if urls else None)
-    redis_url = redis_url or (urls.redis_url if urls else None)
-    assert database_url and redis_url
-    upgrade_head(database_url)
-    yield database_url, redis_url
-    servers.close()
+    try:  # a failing migration must not leave the embedded servers running after the session
+        database_url = database_url or (urls.database_url if urls else None)
+        redis_url = redis_url or (urls.redis_url if urls else None)
+        assert database_url and redis_url
+        upgrade_head(database_url)
+        yield database_url, redis_url
+    finally:
+        servers.close()
 
 
 def make_settings(server_urls: tuple[str, str], data_dir: Path, **overrides: Any) -> Settings:
