@@ -1,10 +1,10 @@
 """Deleting an organisation (offboarding a tenant): every trace of it, in every store.
 
-Postgres first (one transaction: the org row and, by ON DELETE CASCADE, everything it owns),
-so that nothing can be served or authenticated for it once this returns; then Redis (its queued
-jobs, real-time state, counters, version pointers; api replicas are told to drop cached keys)
+First its keys are revoked and api replicas told to drop cached ones, so no new job is queued
+for it; then Postgres (one transaction: the org row and, by ON DELETE CASCADE, everything it
+owns); then Redis (its queued and parked jobs, real-time state, counters, version pointers)
 and the model store. Redis and the model store are cleaned by key and path, so running it
-again after an interruption finishes the job.
+again (by org id) after an interruption finishes the job.
 """
 
 from __future__ import annotations
@@ -117,7 +117,6 @@ async def _forget_in_redis(redis: Redis, org_id: str) -> int:
             batch.clear()
     if batch:
         removed += await redis.delete(*batch)
-    await announce_key_change(redis)  # api replicas drop the org's cached keys within a second
     return removed
 
 

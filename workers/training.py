@@ -111,21 +111,13 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
         if "BrokenProcessPool" in type(exc).__name__:
             ctx["train_pool"] = new_executor()
         error = f"{type(exc).__name__}: {exc}"[:2000]
-        try:
-            await _record(ctx, org_id, started=started, status="failed", error=error)
-        except IntegrityError as exc:
-            if not _org_missing(exc):
-                raise
+        if not await _record(ctx, org_id, started=started, status="failed", error=error):
             return await _org_deleted_meanwhile(ctx, org_id)
         log.error("training org %s failed: %s", org_id, error)
         await redis.delete(redis_keys.training(org_id))
         return {"status": "failed", "error": error}
 
-    try:
-        await _record(ctx, org_id, started=started, status="succeeded", summary=summary)
-    except IntegrityError as exc:
-        if not _org_missing(exc):
-            raise
+    if not await _record(ctx, org_id, started=started, status="succeeded", summary=summary):
         return await _org_deleted_meanwhile(ctx, org_id)
     if await redis.sismember(redis_keys.DELETED_ORGS, org_id):  # deleted right after the record
         return await _org_deleted_meanwhile(ctx, org_id)
@@ -162,24 +154,31 @@ async def _org_deleted_meanwhile(ctx: dict[str, Any], org_id: str) -> dict[str, 
 async def _record(
     ctx: dict[str, Any], org_id: str, *, started: datetime, status: str,
     summary: dict[str, Any] | None = None, error: str | None = None,
-) -> None:
+) -> bool:
+    """Record the run; False when its org no longer exists (deleted while it trained)."""
     finished = datetime.now(UTC)
     summary = summary or {}
-    async with ctx["sessions"]() as session, session.begin():
-        session.add(
-            TrainingRun(
-                org_id=uuid.UUID(org_id),
-                status=status,
-                version=summary.get("version"),
-                started_at=started,
-                finished_at=finished,
-                duration_ms=int(summary.get("duration_ms") or (finished - started).total_seconds() * 1000),
-                items=summary.get("items", 0),
-                users=summary.get("users", 0),
-                interactions=summary.get("interactions", 0),
-                error=error,
+    try:
+        async with ctx["sessions"]() as session, session.begin():
+            session.add(
+                TrainingRun(
+                    org_id=uuid.UUID(org_id),
+                    status=status,
+                    version=summary.get("version"),
+                    started_at=started,
+                    finished_at=finished,
+                    duration_ms=int(summary.get("duration_ms") or (finished - started).total_seconds() * 1000),
+                    items=summary.get("items", 0),
+                    users=summary.get("users", 0),
+                    interactions=summary.get("interactions", 0),
+                    error=error,
+                )
             )
-        )
+    except IntegrityError as exc:
+        if not _org_missing(exc):
+            raise
+        return False
+    return True
 
 
 async def schedule_training(ctx: dict[str, Any]) -> int:

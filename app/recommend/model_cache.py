@@ -72,10 +72,7 @@ class ModelCache:
         if snapshot is not None:
             self._snapshots.move_to_end(org_id)
             return snapshot
-        task = self._cold.get(org_id)
-        if task is None:
-            task = asyncio.create_task(self._cold_load(org_id), name=f"load-{org_id}")
-            self._cold[org_id] = task
+        task = self._cold.get(org_id) or self._start_cold_load(org_id)
         return await asyncio.shield(task)
 
     def peek(self, org_id: str) -> OrgSnapshot | None:
@@ -112,9 +109,7 @@ class ModelCache:
                 return
             if org_id in self._snapshots or org_id in self._cold or org_id in self._deleted:
                 continue
-            task = asyncio.create_task(self._cold_load(org_id), name=f"load-{org_id}")
-            task.add_done_callback(_log_failed_load)
-            self._cold[org_id] = task
+            self._start_cold_load(org_id).add_done_callback(_log_failed_load)
 
     def forget(self, org_ids: list[str]) -> None:
         """Drop these orgs' snapshots (deleted organisations): memory back, nothing to serve.
@@ -165,6 +160,11 @@ class ModelCache:
     # --- loading -------------------------------------------------------------------------
     def _lock(self, org_id: str) -> asyncio.Lock:
         return self._locks.setdefault(org_id, asyncio.Lock())
+
+    def _start_cold_load(self, org_id: str) -> asyncio.Task[OrgSnapshot]:
+        task = asyncio.create_task(self._cold_load(org_id), name=f"load-{org_id}")
+        self._cold[org_id] = task
+        return task
 
     async def _cold_load(self, org_id: str) -> OrgSnapshot:
         try:
