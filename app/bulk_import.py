@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import orjson
 import typer
 
+from app.erasure_rule import before_erasure
+
 if TYPE_CHECKING:
     from pydantic import BaseModel, TypeAdapter
     from rich.progress import Progress, TaskID
@@ -357,8 +359,9 @@ class _FileReader:
         return [row for row in rows if not self._erased_after(row[1], row[-1])]
 
     def _erased_after(self, user_id: str, at: float) -> bool:
-        """True (and counted) when the user was erased at or after `at`."""
-        if at <= self.erased.get(user_id, float("-inf")):
+        """True (and counted) when the user was erased at or after `at`, or after this import
+        started: the rule every path follows (app/erasure_rule.py)."""
+        if before_erasure(self.erased.get(user_id), received_at=self.received_at, happened_at=at):
             self.erased_rows += 1
             return True
         return False
@@ -434,7 +437,7 @@ async def run_import(
     engine = create_engine(settings.database_url or "", pool_size=1)
     try:
         async with create_session_factory(engine)() as session, session.begin():
-            org_id = (await orgs.get_org_by_slug(session, org)).id
+            org_id = (await orgs.find_org(session, org)).id
             erased = await _erasures(settings, str(org_id)) if events is not None or users is not None else {}
             result = ImportResult([])
             errors: list[str] = []
@@ -519,9 +522,11 @@ async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -
     from app.recommend import realtime
 
     items, events = result.summary("items"), result.summary("events")
-    catalog_changed = items is not None and (items.inserted or items.updated)
-    new_events = events.inserted if events is not None else 0
-    if not (catalog_changed or new_events or result.aliases):
+    changed_items = items.inserted + items.updated if items is not None else 0
+    catalog_changed = changed_items > 0
+    # New or changed items are new data for the scheduled retrain, as in the ingest worker.
+    new_data = (events.inserted if events is not None else 0) + changed_items
+    if not (new_data or result.aliases):
         return []
     sources: dict[str, list[str]] = defaultdict(list)
     for alias_id, canonical_id in result.aliases.items():
@@ -538,14 +543,14 @@ async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -
             if catalog_changed:
                 pipe.incr(redis_keys.catalog_version(org_id))
                 pipe.sadd(redis_keys.SERVING_ORGS, org_id)
-            if new_events:
-                pipe.hincrby(redis_keys.NEW_DATA, org_id, new_events)
+            if new_data:
+                pipe.hincrby(redis_keys.NEW_DATA, org_id, new_data)
             await pipe.execute()
     except (RedisError, OSError) as exc:
         return [
             (
                 f"the import is committed, but Redis is unreachable ({exc}): api replicas pick up catalog "
-                "changes at their next full refresh, the scheduler does not know about the new events "
+                "changes at their next full refresh, the scheduler does not know about the new data "
                 "(run `lehnz train`), and real-time strategies do not see the new aliases"
             )
         ]
@@ -563,7 +568,7 @@ _Events = Annotated[Path | None, typer.Option(help="events file (the fields of e
 
 
 def import_command(
-    org: Annotated[str, typer.Option(help="org slug (tenant id)")],
+    org: Annotated[str, typer.Option(help="the organisation: its slug (tenant id) or its org_id")],
     items: _Items = None,
     users: _Users = None,
     events: _Events = None,
@@ -573,8 +578,8 @@ def import_command(
     Formats, by file name: .jsonl or .ndjson (one JSON object per line, blank lines ignored) or
     .csv (a header row naming the fields; an empty cell is an absent field; attributes and
     context are one column each holding a JSON object, e.g. {"price": 9.5}); any of them may be
-    gzipped (.jsonl.gz, .csv.gz). Fields and rules are the API's (API.md section 4); unknown
-    fields and columns are ignored.
+    gzipped (.jsonl.gz, .csv.gz). Fields and rules are the API's (docs/integration.md, "Batches
+    and validation"; integer ids are their decimal strings); unknown fields and columns are ignored.
 
     Every line is validated: if any line of any file is bad, each bad line is reported as
     file:line: field: issue and nothing at all is imported. Files are loaded in the order
@@ -633,17 +638,17 @@ def import_command(
 
 def _print_summary(result: ImportResult) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     from app.cli import console, out
+    from app.cli_tables import Column, print_table
 
-    table = Table("file", "kind", "lines", "inserted", "updated", "unchanged", "seconds", "rows/s",
-                  title="lehnz import")
-    for f in result.files:
-        table.add_row(escape(str(f.path)), f.kind, f"{f.lines:,}", f"{f.inserted:,}",
-                      f"{f.updated:,}" if f.kind != "events" else "-", f"{f.unchanged:,}",
-                      f"{f.seconds:.1f}", f"{f.rows_per_s:,.0f}")
-    out.print(table)
+    numbers = ("lines", "inserted", "updated", "unchanged", "seconds", "rows/s")
+    columns = [Column("file", identifier=True), Column("kind"),
+               *(Column(name, justify="right") for name in numbers)]
+    rows = [[str(f.path), f.kind, f"{f.lines:,}", f"{f.inserted:,}",
+             f"{f.updated:,}" if f.kind != "events" else "-", f"{f.unchanged:,}", f"{f.seconds:.1f}",
+             f"{f.rows_per_s:,.0f}"] for f in result.files]
+    print_table(out, columns, rows, title="lehnz import", drop=False)  # file names and counts are never cut
     events = result.summary("events")
     if events is not None:
         out.print(f"identity aliases set or re-pointed: {len(result.aliases):,}")

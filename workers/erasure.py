@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, update
 
 from app import redis_keys
+from app.erasure_rule import before_erasure
 from app.queue import Queue
 from app.storage import events, identity
 from app.storage.tables import Org, ServedRecommendation, User
@@ -31,7 +32,7 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
                 return 0
             canonical = await identity.resolve(session, org_uuid, user_id)
             ids = sorted({user_id, canonical, *await identity.aliases_of(session, org_uuid, canonical)})
-            deleted = await events.delete_user_events(session, org_uuid, ids, received_before=requested_at)
+            deleted = await events.delete_user_events(session, org_uuid, ids, erased_at=requested_at)
             await session.execute(delete(User).where(User.org_id == org_uuid, User.user_id.in_(ids)))
             # What was recommended to them stays counted in analytics, no longer tied to the person.
             # Rows served after the request (the user came back) keep theirs.
@@ -51,7 +52,7 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(*(redis_keys.recent(org_id, uid) for uid in ids))
         pipe.hdel(redis_keys.aliases(org_id), *ids)
-        # Late events of these ids received before the request are dropped by the ingest job.
+        # Late records of these ids from before the request are dropped by the ingest job (app/erasure_rule.py).
         pipe.hset(redis_keys.erased(org_id), mapping={uid: requested_at for uid in ids})
         # The trained model still holds the user: count the erasure as enough new data for the
         # scheduler to retrain at its next interval, whatever LEHNZ_TRAIN_MIN_NEW_EVENTS says.
@@ -70,8 +71,9 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
 
 
 def _scrubbed(entry: dict[str, Any], org_id: str, ids: set[str], requested_at: float) -> dict[str, Any] | None:
-    """A parked job without the erased user's records received before the request (served-log
-    rows lose the user id instead): None if it has none, {} if nothing else is left of it."""
+    """A parked job without the erased user's records from before the request (the rule of
+    app/erasure_rule.py; served-log rows lose the user id instead): None if it has none, {} if
+    nothing else is left of it."""
     kwargs = entry.get("kwargs") or {}
     if entry.get("function") == "persist_served":
         rows = kwargs.get("rows") or []
@@ -85,8 +87,11 @@ def _scrubbed(entry: dict[str, Any], org_id: str, ids: set[str], requested_at: f
     records = kwargs.get("records")
     if kwargs.get("org_id") != org_id or not isinstance(records, list):
         return None
+    happened = "created_at" if entry.get("function") == "ingest_users" else "occurred_at"
     left = [r for r in records if not (
-        {r.get("user_id"), r.get("previous_user_id")} & ids and r.get("received_at", 0) <= requested_at)]
+        {r.get("user_id"), r.get("previous_user_id")} & ids
+        and before_erasure(requested_at, received_at=r.get("received_at") or 0, happened_at=r.get(happened) or 0)
+    )]
     if len(left) == len(records):
         return None
     return {**entry, "kwargs": {**kwargs, "records": left}} if left else {}

@@ -1,8 +1,9 @@
 """Ingest jobs: persist a request's records in one transaction, then update real-time state.
 
-Every step is idempotent, so arq may run a job twice (worker killed, Redis restarted):
-events are keyed (org_id, event_id), items/users are upserts that never let an older
-request overwrite a newer one, and real-time entries are sorted-set members keyed by event id.
+Every step is idempotent, so arq may run a job twice (worker killed, Redis restarted) and a
+client may send an event twice: events are keyed (org_id, event_id), items/users are upserts
+that never let an older request overwrite a newer one, and a user's real-time activity holds
+an event id at most once (the first write wins, from the stored event when it was stored before).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from app import redis_keys
+from app.erasure_rule import before_erasure
 from app.recommend import realtime
 from app.storage import catalog, events, identity
 from workers.failures import handle_failure
@@ -72,6 +74,11 @@ async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[
         async with ctx["sessions"]() as session, session.begin():
             org_uuid = uuid.UUID(org_id)
             new_ids = await events.insert_events(session, org_uuid, records) if records else set()
+            # Events stored before (a client's retry, or this job's own retry after a crash between
+            # this commit and the Redis writes below): the real-time state gets them as stored, so
+            # a retry without `timestamp` cannot move an event to its receive time.
+            repeated = [r["event_id"] for r in records if r["event_id"] not in new_ids]
+            stored = await events.stored_events(session, org_uuid, repeated) if repeated else {}
             # All of the job's identifies with one read and one write (alias -> canonical, set or
             # changed). One stitch at a time rewrote a chain's rows once per link inside one
             # transaction: a 1,000-link chain took minutes and its job never finished.
@@ -95,8 +102,13 @@ async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[
             )
         await pipe.execute()
 
-    by_user = await _group_by_canonical_user(redis, org_id, [r for r in records if r.get("item_id")])
-    await realtime.record_activity(redis, org_id, by_user, keep=settings.recent_activity_len)
+    # Idempotent by event id (realtime.record_activity): an event stored before is added only if
+    # the user's recent activity does not hold it, so nothing is counted twice or lost on a retry.
+    as_stored = [stored.get(r["event_id"], r) for r in records]
+    by_user = await _group_by_canonical_user(redis, org_id, [r for r in as_stored if r.get("item_id")])
+    await realtime.record_activity(
+        redis, org_id, by_user, keep=settings.recent_activity_len, repeated=set(repeated)
+    )
     async with redis.pipeline(transaction=True) as pipe:
         if new_ids:
             pipe.hincrby(redis_keys.NEW_DATA, org_id, len(new_ids))
@@ -128,20 +140,26 @@ async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> 
 
 
 async def _drop_erased(redis: Any, org_id: str, records: list[dict[str, Any]], *, kind: str) -> list[dict[str, Any]]:
-    """Records (events, user upserts) of an erased user that were received before the erasure
-    request are not stored: a job accepted before a DELETE can run after it (worker concurrency,
-    retries), and must not bring the user back. An identify naming an erased id as its
-    previous_user_id goes too: it would link the erased id again."""
+    """Records (events, user upserts) of an erased user from before the erasure are not stored
+    (app/erasure_rule.py): those received before it (a job accepted before a DELETE can run
+    after it) and those that happened before it (events stamped, profiles created, before it but
+    sent after it). An identify naming an erased id as its previous_user_id goes too: it would
+    link the erased id again."""
     ids = {(org_id, user_id) for r in records for user_id in (r["user_id"], r.get("previous_user_id")) if user_id}
     erased_at = await _erasure_times(redis, ids)
     if not erased_at:
         return records
+    happened = "occurred_at" if kind == "events" else "created_at"
 
-    def erased_later(record: dict[str, Any]) -> bool:
+    def from_before_erasure(record: dict[str, Any]) -> bool:
         people = (record["user_id"], record.get("previous_user_id"))
-        return any(record["received_at"] <= erased_at.get((org_id, p), float("-inf")) for p in people if p)
+        return any(
+            before_erasure(erased_at.get((org_id, p)), received_at=record["received_at"], happened_at=record[happened])
+            for p in people
+            if p
+        )
 
-    kept = [r for r in records if not erased_later(r)]
+    kept = [r for r in records if not from_before_erasure(r)]
     log.info("dropped %d %s of erased users in org %s", len(records) - len(kept), kind, org_id)
     return kept
 

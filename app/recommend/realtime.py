@@ -1,15 +1,18 @@
 """Per-user recent activity in Redis: written by the worker, read by the real-time strategies.
 
-One sorted set per (org, user): member = a compact JSON entry that includes the event id (so
-re-applying a retried job adds nothing), score = the interaction's unix time (so late events
-land in order). Trimmed to the newest N entries.
+One sorted set per (org, user): member = a compact JSON entry that starts with the event id,
+score = the interaction's unix time (so late events land in order). Trimmed to the newest N
+entries. Writes are idempotent by event id: an event stored before (a retried job, a re-sent
+batch) is written as stored and only if the set does not hold its id yet, whatever else
+differs (a client's retry of an event without `timestamp` gets a later receive time), so no
+event is ever counted twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +41,7 @@ class Activity:
 def encode(record: dict[str, Any]) -> bytes:
     context = record.get("context") or {}
     entry = {
-        "id": record["event_id"],
+        "id": record["event_id"],  # first: _RECORD reads it from the front of a member
         "i": record["item_id"],
         "e": record["event_name"],
         "f": record["event_family"],
@@ -65,15 +68,34 @@ def decode(raw: bytes | str) -> Activity:
 
 # For every user key: add the entries, keep the newest `keep`, refresh the TTL. One command for
 # a whole job instead of three per user: a 1,000-event job touching 1,000 users spent most of
-# its time parsing 3,000 replies on the client.
+# its time parsing 3,000 replies on the client. Each user's entries come in two runs: events
+# stored for the first time by this job (no Redis write can have preceded their commit, so
+# they are added as they are) and events stored before (a retry), added only when no entry
+# of the same event id is there. That entry has the same time (the stored one), so only the
+# entries within a millisecond of it are compared: the common case costs no read at all.
 _RECORD = """
 local keep, ttl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), 3
+local function event_id(member) return string.match(member, '^{"id":"([^"]*)"') end
 for k = 1, #KEYS do
-    local n = tonumber(ARGV[at])
-    redis.call('ZADD', KEYS[k], unpack(ARGV, at + 1, at + 2 * n))
+    local fresh, repeated = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    at = at + 2
+    if fresh > 0 then
+        redis.call('ZADD', KEYS[k], unpack(ARGV, at, at + 2 * fresh - 1))
+        at = at + 2 * fresh
+    end
+    for j = at, at + 2 * repeated - 1, 2 do
+        local score, id, held = tonumber(ARGV[j]), event_id(ARGV[j + 1]), false
+        for _, near in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], score - 0.001, score + 0.001)) do
+            if event_id(near) == id then
+                held = true
+                break
+            end
+        end
+        if not held then redis.call('ZADD', KEYS[k], score, ARGV[j + 1]) end
+    end
+    at = at + 2 * repeated
     redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(keep + 1))
     redis.call('EXPIRE', KEYS[k], ttl)
-    at = at + 1 + 2 * n
 end
 return #KEYS
 """
@@ -82,20 +104,36 @@ _USERS_PER_CALL = 500
 
 
 async def record_activity(
-    redis: Redis, org_id: str, by_user: dict[str, list[dict[str, Any]]], *, keep: int
+    redis: Redis,
+    org_id: str,
+    by_user: dict[str, list[dict[str, Any]]],
+    *,
+    keep: int,
+    repeated: Collection[str] = frozenset(),
 ) -> None:
-    """Write these events (grouped by canonical user) into the users' recent activity."""
+    """Write these events (grouped by canonical user) into the users' recent activity.
+
+    Idempotent by event id: an event listed in `repeated` (stored before this job: pass it as
+    stored, with its stored time) is added only if the user's activity does not hold it, so a
+    retry never counts an event twice; an event id that comes twice in `by_user` is written once.
+    """
     script = redis.register_script(_RECORD)
     users = list(by_user.items())
+    seen: set[str] = set()
     for start in range(0, len(users), _USERS_PER_CALL):
         keys: list[str] = []
         args: list[Any] = [keep, RECENT_TTL_S]
         for user_id, records in users[start:start + _USERS_PER_CALL]:
-            keys.append(redis_keys.recent(org_id, user_id))
-            args.append(len(records))
+            fresh: list[Any] = []
+            again: list[Any] = []
             for record in records:
-                args.append(record["occurred_at"])
-                args.append(encode(record))
+                event_id = record["event_id"]
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+                (again if event_id in repeated else fresh).extend((record["occurred_at"], encode(record)))
+            keys.append(redis_keys.recent(org_id, user_id))
+            args.extend((len(fresh) // 2, len(again) // 2, *fresh, *again))
         await script(keys=keys, args=args)
 
 

@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from app.schemas.validation import Id
+
 
 def _no_nul(value: str) -> str:
     # Postgres text and jsonb cannot hold NUL; reject it at the door instead of failing in the worker.
@@ -24,7 +26,6 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_no_nul)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
 RecommendationId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
 Status = Literal["active", "inactive", "deleted"]

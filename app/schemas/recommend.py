@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from app.schemas.validation import no_nul
-
-# Logged with every served recommendation (Postgres text): NUL is refused like on ingest.
-_Id = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(no_nul)]
+# The same ids as on ingest (a string or an integer); logged with every served recommendation.
+from app.schemas.validation import Id
 
 
 def _not_a_boolean(value: Any) -> Any:
@@ -36,12 +34,23 @@ class RecommendIn(BaseModel):
     )
 
     strategy: str | None = Field(default=None, max_length=64, description="one of the 14 strategies")
-    user_id: _Id | None = None
-    context_item_id: _Id | None = None
+    user_id: Id | None = None
+    context_item_id: Id | None = None
     # A storefront filters on a handful of attributes; every key costs a pass over the catalog.
     filters: dict[str, Any] | None = Field(default=None, max_length=MAX_FILTERS)
     limit: _Count = Field(default=20, ge=1, le=100)
     page: _Count = Field(default=1, ge=1, le=10_000)
+
+    @field_validator("filters")
+    @classmethod
+    def _numeric_excluded_ids(cls, filters: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Integer entries of `exclude_item_ids` are item ids like any other (`123` is "123");
+        anything else that is not a string is left for the filter compiler to refuse."""
+        excluded = (filters or {}).get("exclude_item_ids")
+        if not isinstance(excluded, list):
+            return filters
+        ids = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in excluded]
+        return {**(filters or {}), "exclude_item_ids": ids}
 
 
 class RecommendedItem(BaseModel):

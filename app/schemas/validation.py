@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from app.errors import FieldErrors, ValidationFailed, field_error
 
@@ -17,6 +25,40 @@ def no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
+
+
+MAX_ID_CHARS = 256
+# The integers orjson reads as integers (beyond them it reads a float, which is refused).
+_INT_RANGE = {"minimum": -(2**63), "maximum": 2**64 - 1}
+
+
+def id_from_number(value: Any) -> Any:
+    """Shop platforms number their products and customers, and their JSON carries those ids as
+    numbers: an integer is the id written in decimal (`123` and `"123"` are the same item).
+    A float (`123.0`, `1e3`) is refused rather than guessed at, and so is a boolean."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError("must be a string or an integer")  # pydantic reports a ValueError as a field error
+
+
+# An item or user id on the wire: a string of 1-256 characters without NUL, or an integer.
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_CHARS),
+    BeforeValidator(id_from_number),
+    AfterValidator(no_nul),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+                {"type": "integer", **_INT_RANGE},
+            ]
+        },
+        mode="validation",
+    ),
+]
 
 
 @cache

@@ -9,7 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
-from app.storage.tables import Account
+from app.storage.orgs import KeyOwner
+from app.storage.tables import Account, Org
 
 
 async def create_account(session: AsyncSession, *, email: str, password_hash: str, org_id: uuid.UUID) -> Account:
@@ -28,3 +29,17 @@ async def find_by_email(session: AsyncSession, email: str) -> Account | None:
 
 async def email_taken(session: AsyncSession, email: str) -> bool:
     return await session.scalar(select(Account.id).where(Account.email == email)) is not None
+
+
+async def find_session_owner(session: AsyncSession, account_id: uuid.UUID, org_id: uuid.UUID) -> KeyOwner | None:
+    """The org a session token may act for: its account must still exist and own that org."""
+    row = (
+        await session.execute(
+            select(Org.id, Org.slug, Org.domain, Org.rate_limit)
+            .join(Account, Account.org_id == Org.id)
+            .where(Account.id == account_id, Org.id == org_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return KeyOwner(row.id, row.slug, row.domain, row.rate_limit, "session", account_id, "")

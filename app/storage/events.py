@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.storage.base import driver_connection
@@ -52,14 +52,40 @@ async def insert_events(session: AsyncSession, org_id: uuid.UUID, records: list[
     return {str(row["event_id"]) for row in rows}
 
 
+_STORED_EVENTS = """
+SELECT event_id, user_id, event_family, event_name, item_id, previous_user_id, context::text AS context,
+       extract(epoch FROM occurred_at)::float8 AS occurred_at
+FROM events
+WHERE org_id = $1 AND event_id = ANY($2::uuid[])
+"""
+
+
+async def stored_events(session: AsyncSession, org_id: uuid.UUID, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Event id -> the event as stored (the worker's record shape, without received_at), for those
+    of `event_ids` that are stored."""
+    conn = await driver_connection(session)
+    rows = await conn.fetch(_STORED_EVENTS, org_id, event_ids)
+    return {
+        str(row["event_id"]): {
+            **dict(row),
+            "event_id": str(row["event_id"]),
+            "context": orjson.loads(row["context"]) if row["context"] is not None else None,
+        }
+        for row in rows
+    }
+
+
 async def delete_user_events(
-    session: AsyncSession, org_id: uuid.UUID, user_ids: list[str], *, received_before: float
+    session: AsyncSession, org_id: uuid.UUID, user_ids: list[str], *, erased_at: float
 ) -> int:
+    """The users' events from before their erasure (app/erasure_rule.py): received or happened
+    at or before `erased_at`; what was sent and happened after it is new data and stays."""
+    moment = func.to_timestamp(erased_at)
     result = await session.execute(
         delete(Event).where(
             Event.org_id == org_id,
             Event.user_id.in_(user_ids),
-            Event.received_at <= func.to_timestamp(received_before),
+            or_(Event.received_at <= moment, Event.occurred_at <= moment),
         )
     )
     return result.rowcount or 0  # type: ignore[attr-defined]

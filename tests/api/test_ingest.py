@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -302,8 +303,10 @@ async def test_jobs_accepted_before_an_erasure_but_run_after_it_do_not_bring_the
     assert await count(db, User, org) == 0 and await count(db, Event, org) == 0
     assert await count(db, IdentityAlias, org) == 0
     assert await redis.zcard(redis_keys.pending(org.org_id)) == 0  # the jobs are done, not parked
-    # The shopper signs up again after the erasure: stored as usual.
-    assert (await client.post(USERS, json=user("gone"), headers=org.sk)).status_code == 202
+    # The shopper signs up again after the erasure: stored as usual (the old profile, created
+    # before the erasure, never comes back: tests/workers/test_erasure_late_data.py).
+    signup = user("gone", created_at=datetime.now(UTC).isoformat())
+    assert (await client.post(USERS, json=signup, headers=org.sk)).status_code == 202
     await drain()
     assert await count(db, User, org) == 1
 

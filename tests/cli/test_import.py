@@ -334,11 +334,59 @@ async def test_redis_hears_of_new_catalog_and_events(
     await run_import(settings, org=org.slug, items=write(tmp_path / "items.jsonl", some_items(3)),
                      events=write(tmp_path / "events.jsonl", events[:50]))
     assert await catalog_version(redis, org) == 1
-    assert await new_data(redis, org) == 50
+    # New or changed items are new data for the scheduled retrain, as when the worker upserts them.
+    assert await new_data(redis, org) == 3 + 50
 
     await run_import(settings, org=org.slug, events=write(tmp_path / "more.jsonl", events))
     assert await catalog_version(redis, org) == 1  # no items in this one
-    assert await new_data(redis, org) == 60  # 50 already stored + 10 new
+    assert await new_data(redis, org) == 3 + 60  # 50 already stored + 10 new
+
+    changed = [*some_items(2), item("sku-2", attributes={"price": 99})]  # 2 unchanged, 1 changed
+    await run_import(settings, org=org.slug, items=write(tmp_path / "changed.jsonl", changed))
+    assert await catalog_version(redis, org) == 2
+    assert await new_data(redis, org) == 3 + 60 + 1
+
+
+async def test_integer_ids_import_as_the_same_ids_as_strings(
+    settings: Settings, org: OrgKeys, db: Any, tmp_path: Path
+) -> None:
+    """JSONL carries shop platforms' integer ids as numbers: stored as their decimal strings, so
+    the same export with string ids changes nothing (CSV cells are strings already)."""
+    numbers = [
+        {"item_id": 123, "item_type": "product", "status": "active", "attributes": {"n": 1}},
+        {"item_id": 7, "item_type": "product", "status": "active"},
+    ]
+    people = [{"user_id": 42, "status": "active", "created_at": at(0)}]
+    history = [
+        {"user_id": 9001, "event_family": "engagement", "event_name": "view", "item_id": 7, "timestamp": at(1)},
+        {"user_id": 42, "event_family": "system", "event_name": "identify", "previous_user_id": 9001,
+         "timestamp": at(2)},
+        {"user_id": 42, "event_family": "conversion", "event_name": "purchase", "item_id": 123, "timestamp": at(3)},
+    ]
+    result = await run_import(settings, org=org.slug, items=write(tmp_path / "items.jsonl", numbers),
+                              users=write(tmp_path / "users.jsonl", people),
+                              events=write(tmp_path / "events.jsonl", history))
+    assert [(f.kind, f.inserted) for f in result.files] == [("items", 2), ("users", 1), ("events", 3)]
+    assert result.aliases == {"9001": "42"}
+
+    def as_strings(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: str(v) if k.endswith("_id") else v for k, v in record.items()}
+
+    again = await run_import(settings, org=org.slug,
+                             items=write(tmp_path / "items.csv", [as_strings(r) for r in numbers]),
+                             users=write(tmp_path / "users2.jsonl", [as_strings(r) for r in people]),
+                             events=write(tmp_path / "events2.jsonl", [as_strings(r) for r in history]))
+    assert [(f.kind, f.inserted, f.updated, f.unchanged) for f in again.files] == [
+        ("items", 0, 0, 2), ("users", 0, 0, 1), ("events", 0, 0, 3)]
+    async with db() as session:
+        events = (await session.execute(
+            select(Event.user_id, Event.item_id).where(Event.org_id == uuid.UUID(org.org_id))
+        )).all()
+    assert sorted(map(tuple, events), key=str) == sorted([("9001", "7"), ("42", None), ("42", "123")], key=str)
+    bad = write(tmp_path / "bad.jsonl", [{"item_id": 12.0, "item_type": "product", "status": "active"}])
+    with pytest.raises(ImportFailed) as failed:
+        await run_import(settings, org=org.slug, items=bad)
+    assert failed.value.errors == [f"{bad}:1: item_id: must be a string or an integer"]
 
 
 async def test_with_redis_down_the_import_stands_and_warns(

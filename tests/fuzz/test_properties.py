@@ -348,16 +348,19 @@ _when = st.datetimes(
     min_value=datetime(1970, 1, 2), max_value=datetime(2025, 1, 1), timezones=st.just(UTC)
 ).map(lambda d: d.isoformat())
 
+# Shop platforms send integer ids as JSON numbers: valid, stored as their decimal string.
+_id = st.one_of(_text, st.integers(-(2**63), 2**64 - 1))
+
 VALID_EVENT = st.fixed_dictionaries(
     {
-        "user_id": _text,
+        "user_id": _id,
         "event_family": st.sampled_from(["exposure", "engagement", "conversion", "system"]),
         "event_name": st.sampled_from(
             ["view", "click", "purchase", "add_to_cart", "impression", "search", "çustom"]
         ),
     },
     optional={
-        "item_id": st.one_of(st.none(), _text),
+        "item_id": st.one_of(st.none(), _id),
         "recommendation_id": st.one_of(st.none(), _text.map(lambda s: s[:64])),
         "event_id": st.uuids().map(str),
         "context": st.one_of(st.none(), _free_json),
@@ -365,8 +368,8 @@ VALID_EVENT = st.fixed_dictionaries(
     },
 )
 VALID_IDENTIFY = (
-    st.tuples(_text, _text)
-    .filter(lambda pair: pair[0] != pair[1])
+    st.tuples(_id, _id)
+    .filter(lambda pair: str(pair[0]) != str(pair[1]))
     .map(
         lambda pair: {
             "user_id": pair[0],
@@ -377,11 +380,11 @@ VALID_IDENTIFY = (
     )
 )
 VALID_ITEM = st.fixed_dictionaries(
-    {"item_id": _text, "item_type": _text, "status": st.sampled_from(["active", "inactive", "deleted"])},
+    {"item_id": _id, "item_type": _text, "status": st.sampled_from(["active", "inactive", "deleted"])},
     optional={"attributes": st.one_of(st.none(), _free_json), "created_at": _when},
 )
 VALID_USER = st.fixed_dictionaries(
-    {"user_id": _text, "status": st.sampled_from(["active", "inactive", "deleted"]), "created_at": _when},
+    {"user_id": _id, "status": st.sampled_from(["active", "inactive", "deleted"]), "created_at": _when},
     optional={"attributes": st.one_of(st.none(), _free_json)},
 )
 
@@ -410,8 +413,11 @@ _COMMON_IDS = [
     (None, "field"),
     ("x" * 257, "field"),
     ("nul\x00", "field"),
-    (7, "field"),
+    (7.0, "field"),  # integers are ids, floats never (not even integral ones)
+    (1e3, "field"),
+    (True, "field"),
     (["a"], "field"),
+    ({"id": 7}, "field"),
 ]
 _TIMES = [
     ("1969-12-31T23:59:59Z", "field"),
@@ -437,7 +443,7 @@ INVALID: dict[str, dict[str, list[tuple[Any, str]]]] = {
             (5, "field"),
             ("v\x00", "field"),
         ],
-        "item_id": [("", "field"), ("x" * 257, "field"), (7, "field"), ("i\x00", "field")],
+        "item_id": [("", "field"), ("x" * 257, "field"), (7.5, "field"), (False, "field"), ("i\x00", "field")],
         "recommendation_id": [("r" * 65, "field"), ("", "field"), (1, "field")],
         "event_id": [("not-a-uuid", "field"), (12, "field")],
         "context": _JSON,

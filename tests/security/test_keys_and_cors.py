@@ -457,3 +457,51 @@ async def test_the_cors_allow_list_is_not_widened_by_the_request(client: Any, or
     assert orjson.loads((await client.post(RECOMMEND, json={"strategy": "popular"}, headers=org.pk)).content)[
         "success"
     ]
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "field", "named"),
+    [
+        ("x-api-key,content-type,x-shop-session", "Access-Control-Request-Headers", "x-shop-session"),
+        ("authorization", "Access-Control-Request-Headers", "authorization"),
+    ],
+)
+async def test_a_refused_preflight_says_what_was_refused_in_the_envelope(
+    client: Any, request_headers: str, field: str, named: str
+) -> None:
+    preflight = await client.options(RECOMMEND, headers={**PREFLIGHT, "Access-Control-Request-Headers": request_headers})
+    assert preflight.status_code == 400
+    assert preflight.headers["content-type"].startswith("application/json")
+    body = preflight.json()
+    assert set(body) == {"success", "message", "data", "error"} and body["success"] is False
+    assert [e["field"] for e in body["error"]] == [field]
+    issue = body["error"][0]["issue"]
+    assert named in issue and "X-API-KEY" in issue and "Content-Type" in issue  # what to send instead
+    assert named in body["message"]
+
+
+async def test_a_preflight_from_another_origin_or_for_another_method_is_refused_in_the_envelope(
+    app_with: Any,
+) -> None:
+    async with app_with(cors_origins=[ORIGIN]) as client:
+        stranger = await client.options(EVENTS, headers={**PREFLIGHT, "Origin": "https://elsewhere.example"})
+        put = await client.options(EVENTS, headers={**PREFLIGHT, "Access-Control-Request-Method": "PUT"})
+        both = await client.options(EVENTS, headers={
+            **PREFLIGHT, "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "PUT"})
+        allowed = await client.options(EVENTS, headers=PREFLIGHT)
+    assert allowed.status_code == 200
+    for response, fields in ((stranger, ["Origin"]), (put, ["Access-Control-Request-Method"]),
+                             (both, ["Origin", "Access-Control-Request-Method"])):
+        assert response.status_code == 400 and response.json()["success"] is False
+        assert [e["field"] for e in response.json()["error"]] == fields
+
+
+async def test_the_headers_a_storefront_fetch_sends_are_allowed(client: Any) -> None:
+    """The JSON Content-Type and the key, a request id, W3C trace context (browser APM agents add
+    it to calls they are told to trace), and the CORS-safelisted headers."""
+    sent = "content-type,x-api-key,x-request-id,traceparent,tracestate,accept,accept-language,content-language"
+    for path in (EVENTS, RECOMMEND):
+        preflight = await client.options(path, headers={**PREFLIGHT, "Access-Control-Request-Headers": sent})
+        assert preflight.status_code == 200, preflight.text
+        granted = {h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")}
+        assert set(sent.split(",")) <= granted

@@ -19,9 +19,10 @@ router = APIRouter(prefix="/v1/users", tags=["operator"])
 
 class _AnyText(Convertor[str]):
     """Starlette's `path` convertor with newlines too: every id the events endpoint accepts
-    (any character but NUL, `/` included) must be erasable."""
+    (any character but NUL, `/` included) must be erasable. Never empty (no id is), so
+    `/v1/items/` is the list with a trailing slash, not the item "" (api/middleware.TrailingSlash)."""
 
-    regex = "(?s:.*)"
+    regex = "(?s:.+)"
 
     def convert(self, value: str) -> str:
         return value
