@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from app.errors import ValidationFailed, field_error
+from app.ml.history import name_bits
 from app.recommend.catalog import Catalog, value_key
-from app.recommend.ranking import memoised_recent
+from app.recommend.ranking import RankContext, memoised_recent, row
 
 _MASKS_KEPT = 128
 RANGE_OPERATORS = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}
@@ -48,10 +49,19 @@ class _OwnField:
 
 
 @dataclass(frozen=True)
+class ExcludeInteracted:
+    """filters.exclude_interacted: items the request's user has had these events for go."""
+
+    names: frozenset[str] | None  # None: any event with an item
+
+
+@dataclass(frozen=True)
 class Filters:
     predicates: tuple[Any, ...]
     exclude_item_ids: tuple[str, ...]
     category: str | None  # filters.category as a plain string (category-popular uses it)
+    # Per user, so not part of the catalog mask: the service applies it (history.py).
+    exclude_interacted: ExcludeInteracted | None = None
 
     @property
     def empty(self) -> bool:
@@ -84,6 +94,7 @@ def compile_filters(raw: dict[str, Any] | None) -> Filters:
     predicates: list[Any] = []
     errors: list[dict[str, str]] = []
     exclude: tuple[str, ...] = ()
+    interacted: ExcludeInteracted | None = None
     for key, spec in raw.items():
         where = f"filters.{key}"
         if key == "exclude_item_ids":
@@ -91,6 +102,12 @@ def compile_filters(raw: dict[str, Any] | None) -> Filters:
                 errors.append(field_error(where, "must be a list of item ids"))
             else:
                 exclude = tuple(spec)
+            continue
+        if key == "exclude_interacted":
+            try:
+                interacted = _exclude_interacted(spec)
+            except ValueError as exc:
+                errors.append(field_error(where, str(exc)))
             continue
         if key in OWN_FIELDS:
             values = spec if isinstance(spec, list) else [spec]
@@ -106,7 +123,17 @@ def compile_filters(raw: dict[str, Any] | None) -> Filters:
     if errors:
         raise ValidationFailed(errors, message="Invalid filters")
     category = raw.get("category") if isinstance(raw.get("category"), str) else None
-    return Filters(tuple(predicates), exclude, category)
+    return Filters(tuple(predicates), exclude, category, interacted)
+
+
+def _exclude_interacted(spec: Any) -> ExcludeInteracted | None:
+    if spec is True:
+        return ExcludeInteracted(None)
+    if spec is False:
+        return None
+    if isinstance(spec, list) and spec and all(isinstance(v, str) and v for v in spec):
+        return ExcludeInteracted(frozenset(spec))
+    raise ValueError("takes true (any event), false, or a non-empty list of event names")
 
 
 def _attribute_predicate(key: str, spec: Any) -> Any:
@@ -164,3 +191,17 @@ def _predicate_mask(predicate: Any, catalog: Catalog) -> np.ndarray:
     if members is not None:
         keep[members] = True
     return keep
+
+
+def interacted_indices(ctx: RankContext, rule: ExcludeInteracted) -> np.ndarray:
+    """Catalog indices of the items the request's user (aliases resolved) has had the rule's
+    events for: in the trained history (OrgModels.interacted) and in their recent activity."""
+    found: list[np.ndarray] = []
+    models = ctx.models
+    if models is not None and ctx.model_user is not None and models.interacted.shape[0] > ctx.model_user:
+        items, bits = row(models.interacted, ctx.model_user)
+        wanted = name_bits(models.event_names, rule.names)
+        found.append(items[(bits.astype(np.uint32) & wanted) != 0])
+    recent = [i for i, a in ctx.recent_items() if rule.names is None or a.event_name in rule.names]
+    found.append(np.asarray(recent, dtype=np.int64))
+    return np.concatenate(found)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.ml.topk import top_order
-from app.recommend.filters import Filters
+from app.recommend.filters import Filters, interacted_indices
 from app.recommend.ranking import FactorRanking, RankContext, Ranking, memoised_recent
 from app.recommend.registry import ITEM, ITEM_OR_CATEGORY, Strategy, fallback_chain
 
@@ -40,6 +40,9 @@ def rank(strategy: Strategy, ctx: RankContext, filters: Filters, *, page: int, l
         available = catalog.active & filters.cached_mask(catalog, ctx.memo)
     if ctx.context_item is not None and strategy.requires in (ITEM, ITEM_OR_CATEGORY):
         available[ctx.context_item] = False  # item-to-item answers never contain the item itself
+    if filters.exclude_interacted is not None and ctx.user_id is not None:
+        seen = interacted_indices(ctx, filters.exclude_interacted)
+        available[seen[(seen >= 0) & (seen < n)]] = False
     page_out = _PageBuilder(need=page * limit)
     total = 0
     mode = "fallback"
