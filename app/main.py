@@ -11,11 +11,26 @@ from fastapi import FastAPI
 
 from app.api import handlers, openapi
 from app.api.auth import KeyCache
-from app.api.middleware import PublishableCors, RequestContextMiddleware
+from app.api.key_usage import KeyUsage
+from app.api.middleware import CORS_ALLOWED_HEADERS, PublishableCors, RequestContextMiddleware, TrailingSlash
 from app.api.rate_limit import RateLimiter
-from app.api.routes import analytics, auth, health, ingest, keys, models, recommend, users
+from app.api.routes import (
+    analytics,
+    auth,
+    browse,
+    health,
+    ingest,
+    keys,
+    models,
+    org,
+    recommend,
+    sessions,
+    strategies,
+    users,
+)
 from app.api.state import AppState
 from app.api.sync import SyncLoop
+from app.dashboard import routes as dashboard
 from app.memory import collect_less_often, keep_freed_memory
 from app.model_store import ModelStore
 from app.queue import IngestBatcher, Queue, create_redis
@@ -46,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.resolved_jwt_secret()  # made at start (if not configured), not at the first login
         keep_freed_memory()  # catalog-sized temporaries per request: reuse them, do not re-fault them
         collect_less_often()  # big ingest batches: far fewer GC passes over the heap
         engine = create_engine(settings.database_url or "")
@@ -65,12 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.served_log = ServedLog(state.queue)
         state.limiter = RateLimiter(deadline_redis, settings)
         state.batcher = IngestBatcher(state.queue, max_records=settings.max_batch)
+        state.key_usage = KeyUsage(redis)
         app.state.lehnz = state
         stopping = asyncio.Event()
         tasks = [
             asyncio.create_task(SyncLoop(state).run(stopping), name="lehnz-sync"),
             asyncio.create_task(state.served_log.run(stopping), name="lehnz-served-log"),
             asyncio.create_task(_preload(state), name="lehnz-preload"),
+            asyncio.create_task(state.key_usage.run(stopping), name="lehnz-key-usage"),
         ]
         try:
             yield
@@ -92,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        redirect_slashes=False,  # never a redirect built from the Host header: see TrailingSlash
     )
     handlers.install(app)
     openapi.install(app)
@@ -104,15 +123,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(keys.router)
     app.include_router(analytics.router)
+    # The dashboard's reads and sign-out, then the dashboard itself (docs/dashboard.md).
+    app.include_router(org.router)
+    app.include_router(browse.router)
+    app.include_router(strategies.router)
+    app.include_router(sessions.router)
+    dashboard.install(app)
     app.add_middleware(
         PublishableCors,
         paths=PUBLISHABLE_PATHS,
         allow_origins=settings.cors_origins,
         allow_methods=["POST"],
-        allow_headers=["X-API-KEY", "Content-Type", "X-Request-ID"],
+        allow_headers=list(CORS_ALLOWED_HEADERS),
         expose_headers=["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Request-ID"],
         max_age=600,
     )
+    # Outside the CORS layer, which looks at the path: `/v1/recommend/` is `/v1/recommend` for it too.
+    app.add_middleware(TrailingSlash, routes=app.router.routes)
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, access_log_enabled=settings.access_log
     )

@@ -60,6 +60,9 @@ async def delete_org(sessions: SessionFactory, redis: Redis, store: ModelStore, 
                 counts[name] = int(await session.scalar(
                     select(func.count()).select_from(table).where(table.org_id == found.id)) or 0)
             await orgs.delete_org(session, found.id)
+        # Again now that its accounts are gone: a session checked between the first announcement
+        # and this commit may have been cached as valid (app/api/auth.py).
+        await announce_key_change(redis)
     org_id = str(found.id) if found is not None else str(as_id)
     slug = found.slug if found is not None else None
     removed = await _forget_in_redis(redis, org_id)
@@ -104,7 +107,8 @@ async def _forget_in_redis(redis: Redis, org_id: str) -> int:
         pipe.srem(redis_keys.SERVING_ORGS, org_id)
         pipe.sadd(redis_keys.DELETED_ORGS, org_id)  # api processes drop it from memory
         pipe.hdel(redis_keys.NEW_DATA, org_id)
-        pipe.hdel(redis_keys.TRAIN_STATS, f"{org_id}:duration_s", f"{org_id}:last_success")
+        pipe.hdel(redis_keys.SEARCH_REQUESTED, org_id)
+        pipe.hdel(redis_keys.TRAIN_STATS, *(f"{org_id}:{what}" for what in redis_keys.TRAIN_STATS_FIELDS))
         await pipe.execute()
     # Every other key of the org carries its id: recent activity, aliases, erasure records,
     # pending jobs, version pointers, the training flag, rate-limit counters.

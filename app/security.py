@@ -88,7 +88,9 @@ def dummy_password_hash() -> str:
 
 def issue_session_token(*, account_id: uuid.UUID, org_id: uuid.UUID, secret: str, ttl_s: int) -> str:
     now = int(time.time())
-    claims = {"sub": str(account_id), "org": str(org_id), "iat": now, "exp": now + ttl_s, "typ": "session"}
+    claims = {"sub": str(account_id), "org": str(org_id), "iat": now, "exp": now + ttl_s, "typ": "session",
+              # unique per sign-in, so signing out one session never signs out another one issued that second
+              "jti": secrets.token_urlsafe(12)}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

@@ -15,6 +15,7 @@ from app.settings import Settings
 from app.storage.db import SessionFactory
 
 if TYPE_CHECKING:
+    from app.api.key_usage import KeyUsage
     from app.api.rate_limit import RateLimiter
     from app.recommend.model_cache import ModelCache
     from app.recommend.served_log import ServedLog
@@ -35,6 +36,7 @@ class AppState:
     served_log: ServedLog | None = None
     limiter: RateLimiter | None = None
     batcher: IngestBatcher | None = None
+    key_usage: KeyUsage | None = None  # "last used" of each key pair, for the dashboard
     background: list[object] = field(default_factory=list)
     # Open for a moment after a failed real-time read: recommend then answers without it at once
     # instead of every request waiting out the timeout while Redis stalls (app/breaker.py).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -44,6 +44,11 @@ class LoginIn(BaseModel):
     )
     email: Email
     password: str = Field(min_length=1, max_length=1024)
+    session: Literal["bearer", "cookie"] = Field(
+        default="bearer",
+        description="bearer: the token is in the response body. cookie (the dashboard): the token is set "
+        "as an HttpOnly cookie and only a CSRF token is returned (docs/dashboard.md)",
+    )
 
 
 class KeyPairCreated(BaseModel):
@@ -60,9 +65,18 @@ class Registered(KeyPairCreated):
 
 
 class Session(BaseModel):
-    token: str
-    token_type: str = "bearer"
+    token: str | None = Field(
+        description="the session token; null for a cookie session (it is in the cookie)"
+    )
+    token_type: str = Field(default="bearer", examples=["bearer", "cookie"])
     expires_in: int = Field(examples=[3600])
+    csrf_token: str | None = Field(
+        default=None, description="cookie sessions: send it as X-CSRF-Token on every state-changing request"
+    )
+
+
+class SignedOut(BaseModel):
+    signed_out: bool = True
 
 
 class KeyPairListed(BaseModel):
@@ -71,6 +85,10 @@ class KeyPairListed(BaseModel):
                                         description="keys are stored only as hashes; this prefix identifies it")
     created_at: str
     revoked_at: str | None
+    last_used_at: str | None = Field(
+        default=None,
+        description="last request with either key of the pair (to about a minute); null if never",
+    )
 
 
 class KeyRevoked(BaseModel):

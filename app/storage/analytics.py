@@ -20,6 +20,11 @@ WITH served AS (
     FROM served_recommendations
     WHERE org_id = $1 AND served_at >= $2 AND served_at < $3
 ),
+-- Counted per strategy and day before the join below: joining first sorted every served row
+-- (1.5 s for 100k served in 30 days; half that this way, docs/benchmarks.md "Dashboard").
+served_per_day AS (
+    SELECT strategy, day, count(*) AS served FROM served GROUP BY strategy, day
+),
 outcomes AS (
     SELECT s.strategy, s.day,
            count(*) FILTER (WHERE e.event_family = 'exposure') AS exposures,
@@ -35,12 +40,11 @@ outcomes AS (
     WHERE e.org_id = $1 AND e.recommendation_id IS NOT NULL
     GROUP BY s.strategy, s.day
 )
-SELECT s.strategy, s.day, count(*) AS served,
+SELECT p.strategy, p.day, p.served,
        coalesce(o.exposures, 0) AS exposures, coalesce(o.clicks, 0) AS clicks,
        coalesce(o.conversions, 0) AS conversions, coalesce(o.revenue, 0) AS revenue
-FROM served s LEFT JOIN outcomes o ON o.strategy = s.strategy AND o.day = s.day
-GROUP BY s.strategy, s.day, o.exposures, o.clicks, o.conversions, o.revenue
-ORDER BY s.strategy, s.day
+FROM served_per_day p LEFT JOIN outcomes o ON o.strategy = p.strategy AND o.day = p.day
+ORDER BY p.strategy, p.day
 """
 
 

@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 from app.logs import JsonFormatter
 from tests.factories import OrgKeys, event, item
 from tests.recommend.conftest import build_world
+from tests.waiting import eventually
 
 
 async def test_health_and_readiness(client: Any) -> None:
@@ -21,6 +22,28 @@ async def test_health_and_readiness(client: Any) -> None:
     assert ready.status_code == 200
     checks = ready.json()["data"]
     assert checks["database"] == "ok" and checks["redis"] == "ok" and "loaded_orgs" in checks["models"]
+
+
+async def test_readiness_names_no_organisation_without_the_metrics_token(
+    client: Any, app_with: Any, org: OrgKeys, drain: Any
+) -> None:
+    """Anyone who can reach the port may probe /readyz: it reports counts; which orgs have which
+    model version is for whoever holds LEHNZ_METRICS_TOKEN."""
+    await build_world(client, org, drain, items=[item("a"), item("b")], events=[event("u", "view", "a")])
+    async with app_with(metrics_token="scrape-me") as guarded:
+        async def loaded() -> Any:
+            response = await guarded.get("/readyz", headers={"Authorization": "Bearer scrape-me"})
+            return org.org_id in response.json()["data"]["models"].get("versions", {}) and response
+
+        with_token = await eventually(loaded)
+        without = await guarded.get("/readyz")
+        wrong = await guarded.get("/readyz", headers={"Authorization": "Bearer scrape-you"})
+    open_port = await client.get("/readyz")  # no token configured at all
+    assert with_token.status_code == 200
+    for response in (without, wrong, open_port):
+        assert response.status_code == 200
+        assert set(response.json()["data"]["models"]) == {"loaded_orgs", "loading"}, response.text
+        assert org.org_id not in response.text
 
 
 async def test_metrics_expose_the_named_series_after_real_traffic(

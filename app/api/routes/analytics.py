@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from app.api.deps import SecretOrg, Session
+from app.api.deps import OperatorOrg, Session
 from app.api.envelope import ok
 from app.api.openapi import error_responses
 from app.errors import BadRequest
@@ -54,7 +54,7 @@ class RecommendationAnalytics(BaseModel):
     summary="Served, exposures, clicks, conversions, CTR, conversion rate and revenue per strategy and day",
 )
 async def recommendation_analytics(
-    org: SecretOrg,
+    org: OperatorOrg,
     session: Session,
     since: Annotated[datetime | None, Query(description="ISO 8601; default 30 days ago")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601; default now")] = None,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app import security
+from app.api import sessions
 from app.api.deps import AuthIpLimit, JsonBody, Session, SettingsDep
 from app.api.envelope import ok
 from app.api.openapi import error_responses, json_body_schema
@@ -61,7 +62,7 @@ async def register(body: JsonBody, session: Session) -> Any:
     summary="Exchange email and password for a short-lived session token",
     openapi_extra=json_body_schema(LoginIn, allow_array=False),
 )
-async def login(body: JsonBody, session: Session, settings: SettingsDep) -> Any:
+async def login(body: JsonBody, session: Session, settings: SettingsDep, http: Request) -> Any:
     request = validate_object(LoginIn, body)
     account = await accounts.find_by_email(session, request.email)
     # Unknown email: verify against a dummy hash anyway, so both failures take the same time
@@ -76,4 +77,10 @@ async def login(body: JsonBody, session: Session, settings: SettingsDep) -> Any:
         secret=settings.resolved_jwt_secret(),
         ttl_s=settings.jwt_ttl_s,
     )
+    if request.session == "cookie":  # the dashboard: the token goes where no script can read it
+        csrf = sessions.csrf_token(token, secret=settings.resolved_jwt_secret())
+        data = {"token": None, "token_type": "cookie", "expires_in": settings.jwt_ttl_s, "csrf_token": csrf}
+        response = ok(data, message="logged in")
+        sessions.set_cookies(response, http, token, csrf=csrf, ttl_s=settings.jwt_ttl_s)
+        return response
     return ok({"token": token, "token_type": "bearer", "expires_in": settings.jwt_ttl_s}, message="logged in")

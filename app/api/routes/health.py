@@ -35,16 +35,20 @@ async def _check(coro: Any) -> str:
 
 @router.get(
     "/readyz",
-    summary="Database, Redis and model cache status; 503 when not ready",
+    summary="Database, Redis and model cache status; 503 when not ready (per-org model versions "
+    "only with the metrics token)",
     responses={503: {"model": ErrorEnvelope, "description": "Database or Redis unreachable; each listed in error"}},
 )
-async def readyz(state: State) -> Any:
+async def readyz(request: Request, state: State) -> Any:
     async def database() -> None:
         async with state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     db_status, redis_status = await asyncio.gather(_check(database()), _check(state.redis.ping()))
     models = state.models.status() if state.models is not None else {"loaded_orgs": 0, "loading": 0}
+    if not _holds_metrics_token(request, state):
+        # Anyone who can reach a probe's port may ask it: counts only, no organisation ids.
+        models = {key: value for key, value in models.items() if key in ("loaded_orgs", "loading")}
     checks = {"database": db_status, "redis": redis_status, "models": models}
     ready = db_status == "ok" and redis_status == "ok"
     if ready:
@@ -65,13 +69,18 @@ async def readyz(state: State) -> Any:
 )
 async def prometheus_metrics(request: Request, state: State) -> Response:
     # Series carry org ids; where /metrics is reachable from outside, a token keeps them private.
-    token = state.settings.metrics_token
-    if token and not hmac.compare_digest(
-        request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()
-    ):
+    if state.settings.metrics_token and not _holds_metrics_token(request, state):
         raise Unauthorized("GET /metrics requires Authorization: Bearer <LEHNZ_METRICS_TOKEN>")
     await _collect_shared(state)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _holds_metrics_token(request: Request, state: State) -> bool:
+    """The request carries `Authorization: Bearer <LEHNZ_METRICS_TOKEN>` (False when none is set)."""
+    token = state.settings.metrics_token
+    return bool(token) and hmac.compare_digest(
+        request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()
+    )
 
 
 async def _collect_shared(state: State) -> None:
@@ -95,5 +104,6 @@ async def _collect_shared(state: State) -> None:
         gauge.labels(kind).set(float(value))
     for field, value in train_stats.items():
         org, what = field.decode().rsplit(":", 1)
-        gauge = metrics.TRAIN_DURATION if what == "duration_s" else metrics.TRAIN_LAST_SUCCESS
-        gauge.labels(org).set(float(value))
+        gauge = metrics.TRAIN_STATS_GAUGES.get(what)
+        if gauge is not None:
+            gauge.labels(org).set(float(value))

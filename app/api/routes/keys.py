@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Path
 
+from app.api import key_usage
 from app.api.auth import announce_key_change
 from app.api.deps import CurrentAccount, Session, State
 from app.api.envelope import ok
@@ -25,8 +27,9 @@ router = APIRouter(prefix="/v1/keys", tags=["accounts"])
     responses=error_responses(401, 429, 503),
     summary="List key pairs: key ids and publishable key prefixes (keys are stored only as hashes)",
 )
-async def list_keys(account: CurrentAccount, session: Session) -> Any:
+async def list_keys(account: CurrentAccount, session: Session, state: State) -> Any:
     pairs = await orgs.list_key_pairs(session, account.org_id)
+    used = await key_usage.last_used(state.redis, account.org_id)
     return ok(
         [
             {
@@ -34,6 +37,7 @@ async def list_keys(account: CurrentAccount, session: Session) -> Any:
                 "publishable_key_prefix": p.publishable_prefix,
                 "created_at": p.created_at.isoformat(),
                 "revoked_at": p.revoked_at.isoformat() if p.revoked_at else None,
+                "last_used_at": _unix_iso(used[str(p.key_id)]) if str(p.key_id) in used else None,
             }
             for p in pairs
         ]
@@ -72,3 +76,7 @@ async def revoke_key(account: CurrentAccount, session: Session, state: State, ke
     state.keys.clear()  # this replica refuses it at once; the others on their next sync tick
     await announce_key_change(state.redis)
     return ok({"key_id": key_id, "revoked": True}, message="key pair revoked")
+
+
+def _unix_iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat()
