@@ -4,6 +4,10 @@ Used only when `LEHNZ_DATABASE_URL` / `LEHNZ_REDIS_URL` are not set. Several `le
 commands may share one data dir at once (`lehnz serve` in one terminal, `lehnz org create`
 in another): the first one starts the servers, later ones reuse them, and the last one to
 leave stops them. Who is using them is a list of pids in the data dir, kept under a file lock.
+
+A running `lehnz serve` also leaves a pointer in the user's runtime dir (`ServePointer`: its
+pid, address, data dir and URLs), so that a command run in another folder finds its data
+instead of creating a second, empty database there (app/resources.py decides which to use).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -265,3 +271,82 @@ def embedded_for(settings_data_dir: Path, *, need_postgres: bool, need_redis: bo
         yield servers.open()
     finally:
         servers.close()
+
+
+def has_data(data_dir: Path, *, postgres: bool, redis_server: bool) -> bool:
+    """Whether the embedded servers a command needs were ever started in this data dir."""
+    data_dir = data_dir.resolve()
+    if postgres and not (data_dir / "postgres" / "PG_VERSION").exists():
+        return False
+    return not (redis_server and not (data_dir / "redis" / "redis.conf").exists())
+
+
+# --- where a running `lehnz serve` keeps its data ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServePointer:
+    """What a command in another folder needs to join a running `lehnz serve`."""
+
+    pid: int
+    started_at: float  # the process's creation time: a reused pid is not taken for it
+    url: str
+    data_dir: str
+    models_path: str
+    database_url: str | None  # configured for serve; None: embedded, in data_dir
+    redis_url: str | None
+
+    def is_running(self) -> bool:
+        try:
+            return abs(psutil.Process(self.pid).create_time() - self.started_at) < 0.5
+        except psutil.Error:
+            return False
+
+
+def pointer_dir() -> Path | None:
+    """$XDG_RUNTIME_DIR/lehnz, else <tmp>/lehnz-<uid>; None when it is not ours alone (another
+    user could plant pointers there)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(runtime) / "lehnz" if runtime else Path(tempfile.gettempdir()) / f"lehnz-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError:
+        return None
+    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        log.warning("not using %s for the `lehnz serve` pointer: it is not private to this user", path)
+        return None
+    return path
+
+
+def write_pointer(pointer: ServePointer) -> Path | None:
+    """Atomically, readable by this user only (it may hold configured URLs)."""
+    directory = pointer_dir()
+    if directory is None:
+        return None
+    path = directory / f"serve-{pointer.pid}.json"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(pointer), fh)
+    tmp.replace(path)
+    return path
+
+
+def running_serves() -> list[ServePointer]:
+    """The pointers of the `lehnz serve` processes running now; those of dead ones are removed."""
+    directory = pointer_dir()
+    if directory is None:
+        return []
+    found = []
+    for path in sorted(directory.glob("serve-*.json")):
+        try:
+            pointer = ServePointer(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if pointer.is_running():
+            found.append(pointer)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return found

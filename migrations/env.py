@@ -33,8 +33,10 @@ def run_migrations_offline() -> None:
 
 
 def _run_sync(connection: Connection) -> None:
+    # The caller may ask to hear of each revision applied (`lehnz migrate` says which ones).
+    callback = config.attributes.get("on_version_apply")
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
-                      transaction_per_migration=True)
+                      transaction_per_migration=True, on_version_apply=[callback] if callback else [])
     with context.begin_transaction():
         context.run_migrations()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -83,6 +84,19 @@ async def get_org(session: AsyncSession, org_id: uuid.UUID) -> Org:
     org = await session.get(Org, org_id)
     if org is None:
         raise NotFound("No such organisation")
+    return org
+
+
+async def find_org(session: AsyncSession, ref: str) -> Org:
+    """By org id or by slug (tenant id), as the CLI's --org takes it. (A slug may look like a
+    UUID: an id that matches no org is tried as a slug.)"""
+    org = None
+    with contextlib.suppress(ValueError):
+        org = await session.get(Org, uuid.UUID(ref))
+    if org is None:
+        org = await session.scalar(select(Org).where(Org.slug == ref))
+    if org is None:
+        raise NotFound(f"no organisation {ref!r} (`lehnz org list` shows them)")
     return org
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,52 +21,32 @@ import pytest
 
 from app.embedded import EmbeddedServers
 from app.settings import Settings
+from tests.cli.support import (
+    alive,
+    embedded_env,
+    embedded_pids,
+    external_env,
+    free_port,
+    kill_embedded,
+    lehnz,
+    remove_dir,
+    wait_dead,
+)
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
 
-def lehnz(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def external_env(settings: Settings) -> dict[str, str]:
-    """Point the command at the test session's servers (nothing embedded starts)."""
-    return {
-        **os.environ,
-        "LEHNZ_DATABASE_URL": settings.database_url or "",
-        "LEHNZ_REDIS_URL": settings.redis_url or "",
-        "LEHNZ_DATA_DIR": str(settings.data_dir),
-        "LEHNZ_MODEL_DIR": str(settings.models_path),
-        "LEHNZ_LOG_LEVEL": "WARNING",
-    }
-
-
-def embedded_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEHNZ_")}
-    env.update({"LEHNZ_DATA_DIR": str(data_dir), "LEHNZ_LOG_LEVEL": "WARNING"})
-    return env
-
-
 def _pids(data_dir: Path) -> tuple[int, int]:
-    postgres = int((data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[0])
-    redis = int((data_dir / "redis" / "redis.pid").read_text())
-    return postgres, redis
+    return embedded_pids(data_dir)
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return alive(pid)
 
 
 def _wait_dead(pid: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} still running"
-        time.sleep(0.05)
+    wait_dead(pid, timeout=timeout)
 
 
 async def test_org_create_keys_and_limits_from_the_shell(settings: Settings, client: Any) -> None:
@@ -212,8 +193,24 @@ async def test_org_delete_removes_the_tenant_from_every_store(
     assert unknown.returncode == 1 and "no organisation" in unknown.stderr
 
 
-def test_a_second_command_reuses_the_running_embedded_servers(tmp_path: Path) -> None:
-    data_dir = Path(f"/tmp/lehnz-reuse-{uuid.uuid4().hex[:8]}")
+@pytest.fixture
+def scratch() -> Iterator[Callable[[str], Path]]:
+    """Short data-dir paths under /tmp (Unix socket limits); removed after the test, with any
+    embedded server a failed test left running in them."""
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        made.append(Path(f"/tmp/lehnz-{prefix}-{uuid.uuid4().hex[:8]}"))
+        return made[-1]
+
+    yield make
+    for path in made:
+        kill_embedded(path)
+        remove_dir(path)
+
+
+def test_a_second_command_reuses_the_running_embedded_servers(scratch: Callable[[str], Path]) -> None:
+    data_dir = scratch("reuse")
     holder = EmbeddedServers(data_dir)  # stands in for a running `lehnz serve`
     holder.open()
     try:
@@ -231,9 +228,11 @@ def test_a_second_command_reuses_the_running_embedded_servers(tmp_path: Path) ->
         _wait_dead(pid)
 
 
-def test_a_lone_command_starts_and_stops_the_embedded_servers() -> None:
-    data_dir = Path(f"/tmp/lehnz-lone-{uuid.uuid4().hex[:8]}")
-    created = lehnz("org", "create", "--name", "Lone", "--json", env=embedded_env(data_dir))
+def test_a_lone_command_with_init_starts_and_stops_the_embedded_servers(
+    scratch: Callable[[str], Path]
+) -> None:
+    data_dir = scratch("lone")
+    created = lehnz("org", "create", "--name", "Lone", "--json", "--init", env=embedded_env(data_dir))
     assert created.returncode == 0, created.stderr
     assert (data_dir / "postgres" / "PG_VERSION").exists() and (data_dir / "redis" / "redis.conf").exists()
     running = [p.pid for p in psutil.process_iter(["cmdline"])
@@ -242,9 +241,7 @@ def test_a_lone_command_starts_and_stops_the_embedded_servers() -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 def _wait_ready(serve: subprocess.Popen[bytes], base: str) -> None:
@@ -260,11 +257,11 @@ def _wait_ready(serve: subprocess.Popen[bytes], base: str) -> None:
         time.sleep(0.2)
 
 
-def test_serve_runs_everything_and_stops_cleanly() -> None:
+def test_serve_runs_everything_and_stops_cleanly(scratch: Callable[[str], Path]) -> None:
     """The README's first command: one process tree, then Ctrl-C leaves nothing running."""
-    data_dir = Path(f"/tmp/lehnz-serve-{uuid.uuid4().hex[:8]}")
+    data_dir = scratch("serve")
     port = _free_port()
-    env = embedded_env(data_dir)
+    env = embedded_env(data_dir, runtime_dir=data_dir)  # serve's pointer stays with the test
     serve = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
                              start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -298,8 +295,8 @@ def test_serve_runs_everything_and_stops_cleanly() -> None:
         _wait_dead(pid)
 
 
-def test_serve_refuses_a_busy_port_before_starting_anything() -> None:
-    data_dir = Path(f"/tmp/lehnz-busy-{uuid.uuid4().hex[:8]}")
+def test_serve_refuses_a_busy_port_before_starting_anything(scratch: Callable[[str], Path]) -> None:
+    data_dir = scratch("busy")
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -310,12 +307,14 @@ def test_serve_refuses_a_busy_port_before_starting_anything() -> None:
     assert not (data_dir / "postgres").exists(), "embedded servers were started for nothing"
 
 
-def test_when_serve_is_killed_its_api_and_worker_stop_and_the_next_serve_takes_over() -> None:
+def test_when_serve_is_killed_its_api_and_worker_stop_and_the_next_serve_takes_over(
+    scratch: Callable[[str], Path]
+) -> None:
     """kill -9 (or the OOM killer) gives `serve` no chance to stop its children: they notice
     and stop themselves, so the port is free again and a new `serve` starts cleanly."""
-    data_dir = Path(f"/tmp/lehnz-killed-{uuid.uuid4().hex[:8]}")
+    data_dir = scratch("killed")
     port = _free_port()
-    env = embedded_env(data_dir)
+    env = embedded_env(data_dir, runtime_dir=data_dir)  # serve's pointer stays with the test
     argv = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     first = subprocess.Popen(argv, env=env, start_new_session=True)
