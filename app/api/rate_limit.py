@@ -1,9 +1,11 @@
 """Rate limits in Redis, shared by every api replica: per org (all its keys) and per IP on /auth/*.
 
 Limits are written in the syntax of `limits`/slowapi ("1000/15minutes") and counted in fixed
-windows aligned to the epoch, like slowapi's default strategy. slowapi's own Limiter is not
-used for the check: it is synchronous, so every request would block the event loop on its
-Redis round trips. Here a check is one non-blocking round trip (a Lua INCR+PEXPIRE).
+windows aligned to the epoch. The per-IP limit on /auth/* is slowapi's Limiter (fixed window,
+in the same Redis): its storage calls are blocking, so they run in a thread, which costs nothing
+at ten requests per quarter hour. The per-org limit is on every request and needs what slowapi
+cannot express (the org is known only after the key is checked, leases across replicas), so
+it is counted here in one non-blocking round trip (a Lua INCRBY+PEXPIRE).
 
 When Redis is unreachable the org limit fails open (recommendations keep being served; the
 outage is logged) while the auth limit fails closed (503): brute-force protection must not
@@ -22,8 +24,10 @@ from functools import lru_cache
 
 from fastapi import Request
 from limits import RateLimitItem, parse
+from limits.errors import StorageError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from slowapi import Limiter
 
 from app import metrics, redis_keys
 from app.breaker import Breaker
@@ -80,6 +84,13 @@ class Window:
         ]
 
 
+def limits_storage_uri(redis_url: str) -> str:
+    """The `limits` library's name for our Redis URL (a unix socket is redis+unix:// there)."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
 @dataclass(slots=True)
 class _Lease:
     """Requests of one window reserved in Redis by this process and not spent yet."""
@@ -100,6 +111,13 @@ class RateLimiter:
         self._last_outage_log = 0.0
         self._leases: dict[str, _Lease] = {}
         self._breaker = Breaker()
+        self._auth = Limiter(
+            key_func=self.client_ip,
+            storage_uri=limits_storage_uri(settings.redis_url or ""),
+            # A client of its own with short timeouts: a login waits at most this long for Redis.
+            storage_options={"socket_timeout": _CHECK_TIMEOUT_S, "socket_connect_timeout": _CHECK_TIMEOUT_S},
+            strategy="fixed-window",
+        )
 
     async def window(self, scope: str, key: str, item: RateLimitItem, *, leased: bool = False) -> Window:
         length_s = int(item.get_expiry())
@@ -147,8 +165,8 @@ class RateLimiter:
         if self._breaker.open:
             raise ServiceUnavailable()  # fail closed at once while Redis is known to be failing
         try:
-            window = await self.window("ip", ip, self.auth_limit)
-        except (RedisError, OSError, TimeoutError) as exc:
+            window = await asyncio.to_thread(self._auth_window, ip)
+        except (RedisError, StorageError, OSError, TimeoutError) as exc:
             self._breaker.failed()
             self._log_outage(exc)
             raise ServiceUnavailable() from exc  # fail closed: no unlimited password guessing
@@ -156,6 +174,14 @@ class RateLimiter:
         if window.exceeded:
             metrics.RATE_LIMITED.labels("ip").inc()
             raise RateLimited(limit=window.limit, reset_s=window.reset_s)
+
+    def _auth_window(self, ip: str) -> Window:
+        """One hit on slowapi's limiter for this IP, and its window (blocking: run in a thread)."""
+        item, backend = self.auth_limit, self._auth.limiter
+        allowed = backend.hit(item, "lehnz-auth-ip", ip)
+        stats = backend.get_window_stats(item, "lehnz-auth-ip", ip)
+        count = int(item.amount) - stats.remaining if allowed else int(item.amount) + 1
+        return Window(limit=int(item.amount), count=count, reset_s=max(1, math.ceil(stats.reset_time - time.time())))
 
     def client_ip(self, request: Request) -> str:
         """The peer address, or, when the peer is a trusted proxy, the nearest untrusted hop of

@@ -143,6 +143,21 @@ async def test_auth_routes_are_limited_per_ip(app_with: Any) -> None:
         assert (await _login(client, other_ip, _email())).status_code == 401
 
 
+async def test_the_auth_limit_is_shared_by_every_api_instance(app_with: Any) -> None:
+    """The per-IP count lives in Redis (slowapi's limiter on our Redis), not in one process."""
+    ip = _ip()
+    options = {"trusted_proxies": ["127.0.0.1"], "auth_rate_limit": "4/day"}
+    async with app_with(**options) as first, app_with(**options) as second:
+        remaining = []
+        for n in range(4):
+            response = await _login(first if n % 2 else second, ip, _email())
+            assert response.status_code == 401
+            remaining.append(response.headers["RateLimit-Remaining"])
+        assert remaining == ["3", "2", "1", "0"]
+        assert (await _login(first, ip, _email())).status_code == 429
+        assert (await _login(second, ip, _email())).status_code == 429
+
+
 async def test_forwarded_for_is_ignored_from_untrusted_peers(app_with: Any) -> None:
     async with app_with(auth_rate_limit="2/day", client_ip=_ip()) as client:
         statuses = [(await _login(client, _ip(), _email())).status_code for _ in range(3)]
