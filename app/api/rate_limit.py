@@ -38,6 +38,8 @@ from app.storage.orgs import KeyOwner
 log = logging.getLogger("lehnz.ratelimit")
 
 _CHECK_TIMEOUT_S = 0.25
+# A login already spends ~100 ms hashing; a busy Redis must not turn it into a 503.
+_AUTH_CHECK_TIMEOUT_S = 2.0
 _OUTAGE_LOG_EVERY_S = 30.0
 
 # KEYS[1] = counter of the current window; ARGV[1] = its lifetime in ms, ARGV[2] = how many
@@ -115,7 +117,7 @@ class RateLimiter:
             key_func=self.client_ip,
             storage_uri=limits_storage_uri(settings.redis_url or ""),
             # A client of its own with short timeouts: a login waits at most this long for Redis.
-            storage_options={"socket_timeout": _CHECK_TIMEOUT_S, "socket_connect_timeout": _CHECK_TIMEOUT_S},
+            storage_options={"socket_timeout": _AUTH_CHECK_TIMEOUT_S, "socket_connect_timeout": _AUTH_CHECK_TIMEOUT_S},
             strategy="fixed-window",
         )
 
@@ -161,9 +163,9 @@ class RateLimiter:
             raise RateLimited(limit=window.limit, reset_s=window.reset_s)
 
     async def hit_ip(self, request: Request) -> None:
+        # Asks Redis even while the org limit's breaker is open: a slow org check on a busy
+        # host opens it, and sign-in must not fail for that; this check has a timeout of its own.
         ip = self.client_ip(request)
-        if self._breaker.open:
-            raise ServiceUnavailable()  # fail closed at once while Redis is known to be failing
         try:
             window = await asyncio.to_thread(self._auth_window, ip)
         except (RedisError, StorageError, OSError, TimeoutError) as exc:
