@@ -1,8 +1,11 @@
-# syntax=docker/dockerfile:1
-#
 # One image for every role. The entrypoint is the `lehnz` command and the role is the argument:
 #   docker run IMAGE api | worker | migrate | serve | org create --name N | ...
 # docker-compose.yml runs `migrate`, `api` and `worker` from this image; docs/operations.md.
+#
+# No `# syntax=` line: BuildKit's built-in Dockerfile frontend has the cache and bind mounts used
+# here, and naming a frontend image would make every build pull it from Docker Hub (which fails
+# on an air-gapped host or behind a private mirror). PYTHON_IMAGE names the base image; point it
+# at your mirror's copy of the official image if Docker Hub is not reachable.
 
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
@@ -24,6 +27,9 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     && apt-get update \
     && apt-get install -y --no-install-recommends build-essential
 COPY --from=requirements /requirements.txt /wheels/deps/requirements.txt
+# Where pip finds the dependencies: PyPI, or your mirror (--build-arg PIP_INDEX_URL=https://.../simple).
+# Only this stage sees it; the runtime stage installs from the wheels built here, offline.
+ARG PIP_INDEX_URL
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --wheel-dir /wheels/deps -r /wheels/deps/requirements.txt
 WORKDIR /src
@@ -56,6 +62,12 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     LEHNZ_DATA_DIR=/var/lib/lehnz \
     LEHNZ_MODEL_DIR=/var/lib/lehnz/models
 
+# libgomp1: implicit's wheel links the system OpenMP runtime (libgomp.so.1) without bundling it,
+# and the slim image does not have it (the last step below fails the build without it).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed numeric uid/gid, so volume ownership and `runAsNonRoot` checks are predictable.
 # The model directory exists (and is owned by lehnz) in the image, so a new named volume
 # mounted on it starts with that ownership.
@@ -76,6 +88,13 @@ RUN --mount=type=bind,from=builder,source=/wheels/app,target=/wheels \
 
 WORKDIR /var/lib/lehnz
 USER 10001:10001
+
+# Fail the build, not the first start, when something compiled cannot load (a system library
+# missing from the base image): as the app user, import the api and the worker and load every
+# extension module of the installed dependencies (docker/check_runtime.py says which and how).
+RUN --mount=type=bind,source=docker/check_runtime.py,target=/tmp/check_runtime.py \
+    python /tmp/check_runtime.py
+
 EXPOSE 8000
 
 # The api role's liveness; compose overrides it for the worker and disables it for migrate.

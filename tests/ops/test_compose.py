@@ -28,6 +28,7 @@ from app.cli import cli
 from app.settings import Settings
 from tests.ops.deployment import (
     COMPOSE_FILE,
+    DOCKERFILE,
     DOCKERIGNORE,
     ENV_EXAMPLE,
     ROLES,
@@ -146,7 +147,13 @@ def test_docker_compose_1_29_config_accepts_the_file_and_agrees_on_the_result(
     shutil.copy(ENV_EXAMPLE, tmp_path / ".env")
     env = {k: v for k, v in os.environ.items() if k not in env_example() and not k.startswith("LEHNZ_")}
     result = subprocess.run(
-        ["docker-compose", "config"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+        ["docker-compose", "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
@@ -340,16 +347,55 @@ def test_image_is_slim_python_and_runs_as_a_non_root_user() -> None:
     assert runtime.last("CMD").value == ("api",)  # type: ignore[union-attr]
 
 
-def test_final_image_has_no_compilers_and_no_test_extras() -> None:
-    def runs(stage: Any) -> str:
-        return " ".join(" ".join(c.value) for c in stage.all("RUN"))
+def _runs(stage: Any) -> str:
+    return " ".join(" ".join(c.value) for c in stage.all("RUN"))
 
+
+def _apt_installed(run: str) -> set[str]:
+    """Packages named by the `apt-get install` commands in a RUN's shell text."""
+    packages: set[str] = set()
+    for command in re.split(r"&&|;|\|\|", run):
+        words = command.split()
+        if words[:2] == ["apt-get", "install"]:
+            packages.update(word for word in words[2:] if not word.startswith("-"))
+    return packages
+
+
+def test_final_image_has_no_compilers_and_no_test_extras() -> None:
     stages = dockerfile_stages()
-    final = runs(stages[-1])
-    assert "apt-get install" not in final and "build-essential" not in final
+    final = _runs(stages[-1])
+    # The runtime stage installs run-time libraries only: libgomp1, which implicit's wheel links.
+    assert _apt_installed(final) == {"libgomp1"}
+    assert "build-essential" not in final
     assert "[test]" not in final and ".[" not in final
     # Only the builder stage installs compilers; its files reach the image as wheels only.
-    assert [s.name for s in stages if "build-essential" in runs(s)] == ["builder"]
+    assert [s.name for s in stages if "build-essential" in _runs(s)] == ["builder"]
+
+
+def test_apt_install_parsing_sees_every_package() -> None:
+    run = "apt-get update && apt-get install -y --no-install-recommends libgomp1 curl && rm -rf /x"
+    assert _apt_installed(run) == {"libgomp1", "curl"}
+
+
+def test_dockerfile_names_no_frontend_image() -> None:
+    # A `# syntax=` parser directive makes BuildKit pull that frontend image from a registry:
+    # the build would fail on an air-gapped host. The built-in frontend has every feature used.
+    for line in DOCKERFILE.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), line
+
+
+def test_the_last_build_step_checks_that_everything_compiled_loads() -> None:
+    runtime = dockerfile_stages()[-1]
+    last_run = runtime.all("RUN")[-1]
+    assert last_run.value == ("python /tmp/check_runtime.py",)
+    mount = "--mount=type=bind,source=docker/check_runtime.py,target=/tmp/check_runtime.py"
+    assert last_run.flags == (mount,)
+    # ...after the last install, as the app user.
+    commands = [c.cmd for c in runtime.commands]
+    assert commands.index("USER") < len(commands) - 1 - commands[::-1].index("RUN")
+    assert (ROOT / "docker" / "check_runtime.py").is_file()
 
 
 def test_healthcheck_needs_no_curl() -> None:
@@ -371,6 +417,14 @@ def test_dockerignore_lets_in_only_what_the_dockerfile_copies() -> None:
             if any(flag.startswith("--from=") for flag in command.flags):
                 continue
             copied.update(PurePosixPath(source).parts[0] for source in command.value[:-1])
+        for command in stage.all("RUN"):  # RUN --mount=type=bind without from= reads the context too
+            for flag in command.flags:
+                if not flag.startswith("--mount="):
+                    continue
+                options = flag.removeprefix("--mount=").split(",")
+                mount = dict(option.partition("=")[::2] for option in options)
+                if mount.get("type") == "bind" and "from" not in mount:
+                    copied.add(mount["source"])
     assert copied == allowed
     for secret_or_bulky in (".git", ".venv", ".ci-venv", ".lehnz", ".env", "tests", "docs"):
         assert secret_or_bulky not in allowed
