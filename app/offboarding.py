@@ -13,18 +13,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import redis_keys
-from app.api.auth import announce_key_change
 from app.errors import NotFound
+from app.key_epoch import announce_key_change
 from app.model_store import ModelStore
 from app.queue import Queue
 from app.storage import orgs
+from app.storage.counts import stored_counts
 from app.storage.db import SessionFactory
-from app.storage.tables import Event, Item, Org, User
+from app.storage.tables import Org
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class DeletedOrg:
     model_versions: bool  # whether the model store held any
 
 
-async def delete_org(sessions: SessionFactory, redis: Redis, store: ModelStore, org: str) -> DeletedOrg:
+async def delete_org(sessions: SessionFactory, redis: ArqRedis, store: ModelStore, org: str) -> DeletedOrg:
     """`org` is the slug, or the org id (which also finishes an interrupted deletion: the row is
     gone, its Redis keys and model files may not be). Raises NotFound for an unknown slug."""
     counts = {"items": 0, "users": 0, "events": 0}
@@ -56,9 +58,7 @@ async def delete_org(sessions: SessionFactory, redis: Redis, store: ModelStore, 
     await announce_key_change(redis)
     if found is not None:
         async with sessions() as session, session.begin():
-            for name, table in (("items", Item), ("users", User), ("events", Event)):
-                counts[name] = int(await session.scalar(
-                    select(func.count()).select_from(table).where(table.org_id == found.id)) or 0)
+            counts = await stored_counts(session, found.id)  # kept as rows are written (storage/counts.py)
             await orgs.delete_org(session, found.id)
         # Again now that its accounts are gone: a session checked between the first announcement
         # and this commit may have been cached as valid (app/api/auth.py).
@@ -108,6 +108,7 @@ async def _forget_in_redis(redis: Redis, org_id: str) -> int:
         pipe.sadd(redis_keys.DELETED_ORGS, org_id)  # api processes drop it from memory
         pipe.hdel(redis_keys.NEW_DATA, org_id)
         pipe.hdel(redis_keys.SEARCH_REQUESTED, org_id)
+        pipe.hdel(redis_keys.TRAIN_AGAIN, org_id)
         pipe.hdel(redis_keys.TRAIN_STATS, *(f"{org_id}:{what}" for what in redis_keys.TRAIN_STATS_FIELDS))
         await pipe.execute()
     # Every other key of the org carries its id: recent activity, aliases, erasure records,

@@ -7,9 +7,14 @@ What it does: embedded PostgreSQL and Redis in a temporary directory, migrations
 synthetic shop of `lehnz bench` (same generator, same seed) COPYed into items and events, 50k upserted
 users, 100k served recommendations over 30 days with clicks and purchases attributed to some, one
 training run (the real worker, burst mode), then every call each dashboard page makes, in the order
-the page makes them, through the real app in-process (httpx over ASGI: the server's own time, no
-network), each repeated `--repeat` times after one warm-up. A page's time is the sum of its calls'
-medians (the page sends some of them in parallel, so this is an upper bound).
+the page makes them, each repeated `--repeat` times after one warm-up, by two paths:
+
+- in-process: the real app through httpx over ASGI (the server's own time, no network);
+- over HTTP: a `lehnz api` process (uvicorn, as deployed) on 127.0.0.1, with a keep-alive client.
+
+A page's time is the sum of its calls' medians (the page sends some of them in parallel, so this is an
+upper bound); the goal is judged on the in-process figures. Then what the counts and the search index
+cost the writers (benchmarks/dashboard_writes.py; `--no-writes` skips it).
 
 The figures go to stdout and, with --out, to a JSON file; docs/benchmarks.md ("Dashboard") quotes them.
 """
@@ -56,8 +61,9 @@ def _pages(
         ],
         "playground (user search as you type)": [("GET", "/v1/users", {"q": user[:-1], "limit": 8})],
         "catalog (first page)": [("GET", "/v1/items", {"limit": 20})],
-        "catalog (search, rare word: scans the org's items)": [
-            ("GET", "/v1/items", {"q": rare_query, "limit": 20})
+        "catalog (search, a word no item has)": [("GET", "/v1/items", {"q": rare_query, "limit": 20})],
+        "catalog (search, a word a third of the items have)": [
+            ("GET", "/v1/items", {"q": "noun1", "limit": 20})
         ],
         "catalog (a page near the end)": [("GET", "/v1/items", {"limit": 20, "after": deep_after})],
         "item": [
@@ -176,6 +182,7 @@ async def run(args: argparse.Namespace, urls: Any, data_dir: Path) -> dict[str, 
     from app.settings import Settings
     from app.storage import accounts, orgs
     from app.storage.db import create_engine, create_session_factory
+    from benchmarks.speed.server import Stack
     from benchmarks.speed.synthetic import synthetic
     from workers.main import run as run_worker
 
@@ -216,50 +223,41 @@ async def run(args: argparse.Namespace, urls: Any, data_dir: Path) -> dict[str, 
     train_s = time.perf_counter() - started
     log(f"trained in {train_s:.0f} s; measuring ...")
 
+    user = ds.user_ids[int(ds.ev_user[-1])]
+    item = ds.item_ids[int(ds.ev_item[-1])]
+    title_word = str(ds.item_attributes[0].get("title", "adj1 noun1")).split()[0]
+    pages = _pages(user, item, title_word, "no-such-word", sorted(ds.item_ids)[-25])
+    load_before = os.getloadavg()
+
     app = create_app(settings)
-    results: dict[str, Any] = {}
     async with app.router.lifespan_context(app):
+        await app.state.lehnz.models.get(org_id)  # the model loaded, as on a serving api
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
-            login = await http.post(
-                "/auth/login",
-                json={"email": "bench@example.com", "password": "bench passphrase 1", "session": "cookie"},
-            )
-            csrf = login.json()["data"]["csrf_token"]
-            await app.state.lehnz.models.get(org_id)  # the model loaded, as on a serving api
-            user = ds.user_ids[int(ds.ev_user[-1])]
-            item = ds.item_ids[int(ds.ev_item[-1])]
-            title_word = str(ds.item_attributes[0].get("title", "adj1 noun1")).split()[0]
-            pages = _pages(user, item, title_word, "no-such-word", sorted(ds.item_ids)[-25])
-            for page, calls in pages.items():
-                measured = []
-                for method, path, payload in calls:
-                    samples = []
-                    for attempt in range(args.repeat + 1):
-                        t0 = time.perf_counter()
-                        if method == "GET":
-                            response = await http.get(path, params=payload)
-                        else:
-                            response = await http.post(path, json=payload, headers={"X-CSRF-Token": csrf})
-                        elapsed = (time.perf_counter() - t0) * 1000
-                        if response.status_code != 200:
-                            raise RuntimeError(
-                                f"{method} {path}: {response.status_code} {response.text[:200]}"
-                            )
-                        if attempt:  # the first one warms caches up
-                            samples.append(elapsed)
-                    samples.sort()
-                    measured.append(
-                        {
-                            "call": f"{method} {path}" + (f" {json.dumps(payload)}" if payload else ""),
-                            "p50_ms": round(statistics.median(samples), 2),
-                            "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 2),
-                            "max_ms": round(samples[-1], 2),
-                        }
-                    )
-                total = round(sum(c["p50_ms"] for c in measured), 2)
-                results[page] = {"calls": measured, "page_p50_ms": total, "met": total <= GOAL_MS}
-                log(f"{page:55s} {total:8.1f} ms  " + ("ok" if total <= GOAL_MS else "OVER"))
+            log("in-process (httpx over ASGI):")
+            in_process = await _measure(http, pages, repeat=args.repeat, log=log)
+
+    log("over HTTP (a `lehnz api` process on 127.0.0.1):")
+    (data_dir / "logs").mkdir(exist_ok=True)
+    stack = Stack(data_dir, database_url=urls.database_url, redis_url=urls.redis_url)  # migrated already
+    try:
+        api = stack.start_api()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}", timeout=60) as http:
+            await _wait_serving(http, stack.check_alive)
+            over_http = await _measure(http, pages, repeat=args.repeat, log=log)
+    finally:
+        stack.close()
+    load_after = os.getloadavg()
+
+    writes = None
+    if args.writes:
+        from benchmarks import dashboard_writes
+
+        engine = create_engine(urls.database_url, pool_size=args.writers + 2)
+        try:
+            writes = await dashboard_writes.run(engine, writers=args.writers, hold_s=args.hold_s, log=log)
+        finally:
+            await engine.dispose()
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "machine": {
@@ -276,9 +274,68 @@ async def run(args: argparse.Namespace, urls: Any, data_dir: Path) -> dict[str, 
             "load_s": seeded,
             "train_s": round(train_s, 1),
         },
+        "load_average_1m": {"before": round(load_before[0], 1), "after": round(load_after[0], 1)},
         "goal_ms": GOAL_MS,
-        "pages": results,
+        "pages": in_process,
+        "pages_over_http": over_http,
+        "writes": writes,
     }
+
+
+async def _measure(
+    http: Any, pages: dict[str, list[tuple[str, str, Any]]], *, repeat: int, log: Any
+) -> dict[str, Any]:
+    """Each page's calls, signed in with the dashboard's cookie session, `repeat` times after a warm-up."""
+    login = await http.post(
+        "/auth/login", json={"email": "bench@example.com", "password": "bench passphrase 1", "session": "cookie"}
+    )
+    csrf = login.json()["data"]["csrf_token"]
+    results: dict[str, Any] = {}
+    for page, calls in pages.items():
+        measured: list[dict[str, Any]] = []
+        for method, path, payload in calls:
+            samples = []
+            for attempt in range(repeat + 1):
+                t0 = time.perf_counter()
+                if method == "GET":
+                    response = await http.get(path, params=payload)
+                else:
+                    response = await http.post(path, json=payload, headers={"X-CSRF-Token": csrf})
+                elapsed = (time.perf_counter() - t0) * 1000
+                if response.status_code != 200:
+                    raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:200]}")
+                if attempt:  # the first one warms caches up
+                    samples.append(elapsed)
+            samples.sort()
+            measured.append(
+                {
+                    "call": f"{method} {path}" + (f" {json.dumps(payload)}" if payload else ""),
+                    "p50_ms": round(statistics.median(samples), 2),
+                    "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 2),
+                    "max_ms": round(samples[-1], 2),
+                }
+            )
+        total = round(sum(c["p50_ms"] for c in measured), 2)
+        results[page] = {"calls": measured, "page_p50_ms": total, "met": total <= GOAL_MS}
+        log(f"  {page:55s} {total:8.1f} ms  " + ("ok" if total <= GOAL_MS else "OVER"))
+    return results
+
+
+async def _wait_serving(http: Any, check_alive: Any, timeout_s: float = 600) -> None:
+    """Until the api process answers and has loaded the org's model (its start-up preload)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        check_alive()
+        try:
+            ready = await http.get("/readyz")
+            if ready.status_code == 200 and ready.json()["data"]["models"]["loaded_orgs"] >= 1:
+                return
+        except httpx.TransportError:  # not listening yet
+            pass
+        await asyncio.sleep(0.5)
+    raise RuntimeError("the api process did not load the org's model in time")
 
 
 def main() -> None:
@@ -289,6 +346,11 @@ def main() -> None:
     parser.add_argument("--served", type=int, default=100_000, help="served recommendations over 30 days")
     parser.add_argument("--repeat", type=int, default=15, help="timed requests per call (after one warm-up)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--no-writes", dest="writes", action="store_false",
+                        help="skip measuring what the counts and the search index cost the writers")
+    parser.add_argument("--writers", type=int, default=8, help="concurrent writers of one org (writes)")
+    parser.add_argument("--hold-s", type=float, default=3.0,
+                        help="how long another transaction holds a count row (writes)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     from app.embedded import EmbeddedServers
@@ -298,6 +360,7 @@ def main() -> None:
     servers = EmbeddedServers(data_dir / "servers", postgres=True, redis_server=True)
     try:
         urls = servers.open()
+        assert urls.database_url is not None  # asked for postgres=True
         upgrade_head(urls.database_url)
         results = asyncio.run(run(args, urls, data_dir))
     finally:

@@ -4,7 +4,7 @@ every replica within a second.
 A cached key (or session account) is trusted for `_TTL_HEALTHY_S` while this process's sync
 loop is reading the Redis key epoch (bumped by every revocation and every org deletion, which
 clears the cache), and for only `_TTL_DEGRADED_S` when it is not, so a revocation still lands
-within a second with Redis down. Whatever deletes an account must call announce_key_change.
+within a second with Redis down. Whatever deletes an account must call app.key_epoch.announce_key_change.
 If Postgres is unreachable, a key or account already known keeps working (reads keep serving).
 """
 
@@ -17,12 +17,10 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import security
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
-from app.redis_keys import KEYS_EPOCH
 from app.storage import accounts, orgs
 from app.storage.db import SessionFactory
 from app.storage.orgs import KeyOwner
@@ -120,15 +118,3 @@ class KeyCache:
             expected = "a publishable (lehnz_pk_...)" if required_type == "publishable" else "a secret (lehnz_sk_...)"
             raise Forbidden(f"This endpoint requires {expected} key")
         return owner
-
-
-async def announce_key_change(redis: Any) -> None:
-    """Tell every api replica to drop its key cache (they poll the epoch several times a second).
-
-    If Redis is unreachable the change is still in Postgres, and replicas whose sync loop
-    cannot reach Redis only trust cached keys for a second, so it still lands within a second.
-    """
-    try:
-        await redis.incr(KEYS_EPOCH)
-    except (RedisError, OSError) as exc:
-        log.warning("could not announce a key change via Redis (%s)", type(exc).__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from app import redis_keys
 from app.api.state import AppState
@@ -20,10 +21,9 @@ class SyncLoop:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self._was_healthy = True
-        # Sizes of the sets of orgs with data and of deleted orgs, last seen: None until the
-        # first tick (the start-up preload covers the orgs that exist then).
-        self._serving_orgs: int | None = None
-        self._deleted_orgs: int | None = None
+        # Sizes of the sets of orgs with data and of deleted orgs, last seen together: None until
+        # the first tick (the start-up preload covers the orgs that exist then).
+        self._org_sets: tuple[int, int] | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -42,7 +42,8 @@ class SyncLoop:
     async def tick(self) -> None:
         models = self.state.models
         org_ids = models.org_ids() if models is not None else []
-        async with self.state.redis.pipeline(transaction=False) as pipe:
+        # MULTI: the two set sizes are read at one instant (_follow_org_sets relies on it).
+        async with self.state.redis.pipeline(transaction=True) as pipe:
             pipe.get(redis_keys.KEYS_EPOCH)
             pipe.scard(redis_keys.SERVING_ORGS)
             pipe.scard(redis_keys.DELETED_ORGS)
@@ -63,22 +64,29 @@ class SyncLoop:
                 models.notice(org_id, model_version=model_version, catalog_version=catalog_version)
 
     async def _follow_org_sets(self, *, serving: int, deleted: int) -> None:
-        """When the set of orgs with data changed size, an org that got its first catalog or
-        model starts loading now (its first request then does not wait for the load); when
-        the set of deleted orgs did, they leave the cache (their memory back at once)."""
+        """An org that got its first catalog or model starts loading now (its first request then
+        does not wait for the load); deleted orgs leave the cache (their memory back at once).
+
+        An org leaves the serving set only when it is deleted, and joins the deleted set in the
+        same MULTI (app/offboarding.py); the deleted set never shrinks. So an org can have been
+        added since the last look only if one of the two sizes changed (an org added while
+        another was deleted leaves the serving set's size as it was, not the deleted set's):
+        then both are read, in one MULTI, and every serving org this process lacks is adopted."""
         models = self.state.models
         assert models is not None
-        if self._serving_orgs is None:
-            self._serving_orgs = serving
-        if serving != self._serving_orgs:
-            members = await self._members(redis_keys.SERVING_ORGS)
-            self._serving_orgs = serving  # only now: a failed read is retried on the next tick
-            models.adopt(sorted(members))
-        if deleted != self._deleted_orgs:
-            members = await self._members(redis_keys.DELETED_ORGS)
-            self._deleted_orgs = deleted
-            models.forget(sorted(members))
+        first = self._org_sets is None
+        if not first and (serving, deleted) == self._org_sets:
+            return
+        async with self.state.redis.pipeline(transaction=True) as pipe:
+            pipe.smembers(redis_keys.SERVING_ORGS)
+            pipe.smembers(redis_keys.DELETED_ORGS)
+            serving_members, deleted_members = await asyncio.wait_for(pipe.execute(), timeout=2)
+        models.forget(sorted(_decoded(deleted_members)))  # first: an org being deleted is never adopted
+        if not first:  # at start-up the preload loads the orgs there are
+            models.adopt(sorted(_decoded(serving_members)))
+        # Only now, and the sizes of what was read: a failed read is retried on the next tick.
+        self._org_sets = (len(serving_members), len(deleted_members))
 
-    async def _members(self, key: str) -> set[str]:
-        members = await asyncio.wait_for(self.state.redis.smembers(key), timeout=2)
-        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
+def _decoded(members: set[Any]) -> set[str]:
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in members}

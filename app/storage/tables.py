@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -84,6 +86,8 @@ class Item(Base):
         CheckConstraint(f"status IN {RECORD_STATUSES}", name="items_status"),
         # The api's catalog refresh reads "what changed since", per org.
         Index("ix_items_org_updated", "org_id", "updated_at"),
+        # Catalog search (GET /v1/items?q=): the trigrams of the id and title (migration 0005).
+        Index("ix_items_search", text("item_search_trigrams(item_id, attributes)"), postgresql_using="gin"),
     )
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True)
@@ -189,3 +193,79 @@ class TrainingRun(Base):
     users: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     interactions: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    # The model search's findings (selection.SearchResult.quality), carried over by trains that
+    # refit the last winner without searching; None before any succeeded train.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+# --- counts the database keeps as rows are written ---------------------------------------------
+# Statement-level triggers of migration 0004 on items, users, events and served_recommendations
+# add every statement's changes to these, in the writer's transaction (app/storage/counts.py reads
+# them). A writer adds to any row of its key that no other transaction holds, so there may be
+# several rows per key: a count is the sum of its key's rows.
+
+
+def _count_column() -> Mapped[int]:
+    return mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+class OrgCount(Base):
+    """An org's items by status, users and events."""
+
+    __tablename__ = "org_counts"
+    __table_args__ = (Index("ix_org_counts_org", "org_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False)
+    items_active: Mapped[int] = _count_column()
+    items_inactive: Mapped[int] = _count_column()
+    items_deleted: Mapped[int] = _count_column()
+    users: Mapped[int] = _count_column()
+    events: Mapped[int] = _count_column()
+
+
+class HourlyEventCount(Base):
+    """An org's events by the UTC hour they happened in (occurred_at)."""
+
+    __tablename__ = "hourly_event_counts"
+    __table_args__ = (Index("ix_hourly_event_counts_org_hour", "org_id", "hour"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False)
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    events: Mapped[int] = _count_column()
+
+
+class HourlyRecommendationCount(Base):
+    """Recommendations served per UTC hour and strategy, with the outcomes of the events naming them
+    (attributed to the hour the recommendation was served in, as analytics reports them)."""
+
+    __tablename__ = "hourly_recommendation_counts"
+    __table_args__ = (Index("ix_hourly_recommendation_counts_org_hour", "org_id", "hour"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False)
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    strategy: Mapped[str] = mapped_column(String(64), nullable=False)
+    served: Mapped[int] = _count_column()
+    exposures: Mapped[int] = _count_column()
+    clicks: Mapped[int] = _count_column()
+    conversions: Mapped[int] = _count_column()
+    revenue: Mapped[Decimal] = mapped_column(Numeric, nullable=False, server_default="0")
+
+
+class UnattributedEvent(Base):
+    """An event naming a recommendation that was not in the served log when the event was stored
+    (the api logs what it serves in batches). The served row's insert moves it into
+    hourly_recommendation_counts; analytics joins the few left over (a race of the two inserts)."""
+
+    __tablename__ = "unattributed_events"
+    __table_args__ = (Index("ix_unattributed_events_org_recommendation", "org_id", "recommendation_id"),)
+
+    event_row_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # events.id
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False)
+    recommendation_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    exposures: Mapped[int] = mapped_column(Integer, nullable=False)
+    clicks: Mapped[int] = mapped_column(Integer, nullable=False)
+    conversions: Mapped[int] = mapped_column(Integer, nullable=False)
+    revenue: Mapped[Decimal] = mapped_column(Numeric, nullable=False)

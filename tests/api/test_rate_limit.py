@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from app.api.auth import announce_key_change
+from app.key_epoch import announce_key_change
 from app.storage import orgs
 from tests.factories import OrgKeys, create_org, event
 from tests.waiting import eventually

@@ -16,7 +16,7 @@ import jwt
 import pytest
 from sqlalchemy import delete
 
-from app.api.auth import announce_key_change
+from app.key_epoch import announce_key_change
 from app.settings import Settings
 from app.storage.tables import Account
 from tests.waiting import eventually

@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Path
 
 from app.api import key_usage
-from app.api.auth import announce_key_change
 from app.api.deps import CurrentAccount, Session, State
 from app.api.envelope import ok
 from app.api.openapi import error_responses
 from app.errors import BadRequest, NotFound
+from app.key_epoch import announce_key_change
 from app.schemas.accounts import KeyPairCreated, KeyPairListed, KeyRevoked
 from app.schemas.envelope import Envelope
 from app.storage import orgs

@@ -17,7 +17,7 @@ from app.api.openapi import error_responses
 from app.api.rate_limit import parse_limit
 from app.schemas.browse import OrgSettings, Overview
 from app.schemas.envelope import Envelope
-from app.storage import browse, orgs
+from app.storage import counts, orgs
 from app.storage.tables import Account
 
 router = APIRouter(prefix="/v1", tags=["operator"])
@@ -76,18 +76,20 @@ async def get_overview(org: OperatorOrg, session: Session, queue: QueueDep, stat
     today = this_hour.replace(hour=0)
     hours = [this_hour - timedelta(hours=h) for h in range(23, -1, -1)]
     days = [today - timedelta(days=d) for d in range(6, -1, -1)]
-    per_hour = await browse.events_per_hour(session, org.org_id, since=days[0], until=now)
-    hourly = [{"hour": iso(h), "events": per_hour.get(h, 0)} for h in hours]
+    per_hour = await counts.events_per_hour(session, org.org_id, since=days[0], until=now)
+    hourly: list[dict[str, Any]] = [{"hour": iso(h), "events": per_hour.get(h, 0)} for h in hours]
     per_day: dict[str, int] = {}
     for hour, count in per_hour.items():
         day = hour.astimezone(UTC).date().isoformat()
         per_day[day] = per_day.get(day, 0) + count
-    daily = [{"day": d.date().isoformat(), "events": per_day.get(d.date().isoformat(), 0)} for d in days]
+    daily: list[dict[str, Any]] = [
+        {"day": d.date().isoformat(), "events": per_day.get(d.date().isoformat(), 0)} for d in days
+    ]
     org_id = str(org.org_id)
     parked = await queue.dead_letters(limit=_DEAD_LETTER_SCAN)
     snapshot = state.models.peek(org_id) if state.models is not None else None
     data = {
-        "catalog": await browse.item_counts_by_status(session, org.org_id),
+        "catalog": (await counts.org_counts(session, org.org_id)).items_by_status(),
         "events": {
             "last_24h": sum(h["events"] for h in hourly),
             "last_7d": sum(d["events"] for d in daily),

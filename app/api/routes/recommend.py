@@ -1,4 +1,4 @@
-"""POST /v1/recommend (publishable key)."""
+"""POST /v1/recommend (publishable key; or the dashboard's session cookie, whose answers are not logged)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ async def recommend(call: PublishableJson) -> Any:
         snapshot=await state.models.get(org_id),
         user_state=lambda org_id, user_id: _user_state(state, org_id, user_id),
         settings=state.settings,
-        served_log=state.served_log,
+        # The dashboard's playground and detail pages (a session, not a key) are a person trying
+        # strategies, not a shopper: not logged, so analytics counts only what storefronts served.
+        served_log=None if org.key_type == "session" else state.served_log,
         started=started,
     )
     return ok(data)

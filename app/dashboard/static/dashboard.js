@@ -1106,7 +1106,7 @@
     const t = data.totals;
     if (data.strategies.length === 0) {
       clear(body, h("div", { class: "panel empty", "data-test": "empty-analytics" }, h("h3", { text: "No recommendations served in this range" }),
-        h("p", {}, "Every POST /v1/recommend response is counted here. Send click and purchase events with its recommendation_id to attribute them:"),
+        h("p", {}, "Every POST /v1/recommend response to your keys is counted here (the dashboard's own answers are not). Send click and purchase events with its recommendation_id to attribute them:"),
         codeBlock(`{"user_id": "shopper-1", "event_family": "engagement", "event_name": "click", "item_id": "sku-1",\n "recommendation_id": "<data.recommendation_id of the response>"}`)));
       return;
     }
