@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from app.api import handlers, openapi
+from app.api import docs_page, handlers, openapi
 from app.api.auth import KeyCache
 from app.api.key_usage import KeyUsage
 from app.api.middleware import CORS_ALLOWED_HEADERS, PublishableCors, RequestContextMiddleware, TrailingSlash
@@ -108,12 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # /docs is app/api/docs_page.py: its assets served from the package, no CDN
         redoc_url=None,
         redirect_slashes=False,  # never a redirect built from the Host header: see TrailingSlash
     )
     handlers.install(app)
     openapi.install(app)
+    docs_page.install(app)
     # Requests are matched against routers in this order: the two hot browser-facing routes first.
     app.include_router(recommend.router)
     app.include_router(ingest.router)
@@ -129,8 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(strategies.router)
     app.include_router(sessions.router)
     dashboard.install(app)
+    # mypy cannot match a constructor taking **options to starlette's ParamSpec middleware factory.
     app.add_middleware(
-        PublishableCors,
+        PublishableCors,  # type: ignore[arg-type]
         paths=PUBLISHABLE_PATHS,
         allow_origins=settings.cors_origins,
         allow_methods=["POST"],
