@@ -166,7 +166,8 @@ def _csv_records(text: io.TextIOBase) -> Iterator[Parsed]:
 def _schema(kind: str) -> type[BaseModel]:
     from app.schemas.ingest import EventIn, ItemIn, UserIn
 
-    return {"items": ItemIn, "users": UserIn, "events": EventIn}[kind]
+    schemas: dict[str, type[BaseModel]] = {"items": ItemIn, "users": UserIn, "events": EventIn}
+    return schemas[kind]
 
 
 def _validate(
@@ -283,13 +284,16 @@ class _FileReader:
         self._problems: list[tuple[int, str]] = []
         # (occurred_at, line, previous_user_id, user_id) of each identify event, for stitching
         self.identifies: list[tuple[float, int, str, str]] = []
-        self._adapter: TypeAdapter[list[Any]] = TypeAdapter(list[_schema(kind)])  # type: ignore[misc]
+        # A list of a schema chosen at run time, which no static type can name.
+        self._adapter: TypeAdapter[list[Any]] = TypeAdapter(
+            list[_schema(kind)]  # type: ignore[arg-type, misc]
+        )
         self._to_row = _row_builder(kind, org_id, received_at)
         self._raw = path.open("rb")
         stream: BinaryIO = self._raw
         if path.suffix.lower() == ".gz":
             unzipped = gzip.GzipFile(fileobj=self._raw, mode="rb")
-            stream = io.BufferedReader(unzipped, 1 << 20)  # type: ignore[arg-type]
+            stream = io.BufferedReader(unzipped, 1 << 20)
         self._stream: BinaryIO | io.TextIOWrapper = stream
         if file_format(path) == "csv":
             self._stream = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
@@ -447,12 +451,12 @@ async def run_import(
                 reader = _FileReader(kind, path, org_id=org_id, received_at=received_at, erased=erased)
                 try:
                     # After a bad file the others are only validated, to report every bad line at once.
-                    summary = await _load_file(
+                    loaded = await _load_file(
                         session, reader, org_id=org_id, write=not bad_lines, progress=progress
                     )
                 finally:
                     reader.close()
-                result.files.append(summary)
+                result.files.append(loaded)
                 bad_lines += reader.bad_lines
                 errors.extend(reader.errors)
                 identifies.extend(reader.identifies)

@@ -82,6 +82,25 @@ TRAIN_LAST_SUCCESS = Gauge(
     "lehnz_train_last_success_timestamp_seconds", "Unix time of the last successful train, per org", ["org"],
     registry=REGISTRY,
 )
+MODEL_QUALITY = Gauge(
+    "lehnz_model_quality_ndcg_at_10",
+    "NDCG@10 of the serving personalized model on the org's holdout (its last model search)",
+    ["org"],
+    registry=REGISTRY,
+)
+MODEL_QUALITY_VS_POPULAR = Gauge(
+    "lehnz_model_quality_vs_popular_ratio",
+    "Holdout NDCG@10 of personalized / popular, per org (below 1: personalization does not beat popular)",
+    ["org"],
+    registry=REGISTRY,
+)
+# TRAIN_STATS hash fields "<org>:<what>" (written by the worker) -> the gauge /metrics shows them as.
+TRAIN_STATS_GAUGES = {
+    "duration_s": TRAIN_DURATION,
+    "last_success": TRAIN_LAST_SUCCESS,
+    "ndcg_at_10": MODEL_QUALITY,
+    "vs_popular": MODEL_QUALITY_VS_POPULAR,
+}
 MODEL_LOADED = Gauge(
     "lehnz_model_trained_timestamp_seconds",
     "trained_at of the model this api process serves, per org and version",

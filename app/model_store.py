@@ -1,8 +1,14 @@
-"""The only reader/writer of model artifacts: <root>/<org_id>/<version>/{models.npz, manifest.json}.
+"""The only reader/writer of model artifacts: <root>/<org_id>/<version>/{arrays/*.npy, manifest.json}.
 
 A version directory appears whole or not at all: it is written under a temporary name next to
 its final place, fsynced, then renamed. LATEST (written the same way, after the rename) names
 the newest version by trained_at, so readers never see a half-written bundle.
+
+Each array is its own .npy file, loaded memory-mapped (read-only): a version is "loaded" without
+reading it, the api's memory holds only the pages requests touch (a million items' neighbour
+tables are gigabytes, a request reads a few rows), api processes on one host share those pages,
+and nothing can write into a served model. Versions written before this layout (one
+models.npz) still load, into memory.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import numpy as np
 
 from app.ml.artifacts import OrgModels
 
-MODELS_FILE = "models.npz"
+ARRAYS_DIR = "arrays"
+MODELS_FILE = "models.npz"  # the single-file layout of older versions (still read)
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
 _TEMP_PREFIX = ".tmp-"
@@ -36,9 +43,24 @@ def new_version(trained_at: float) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+# Arrays at least this big are memory-mapped, smaller ones read into memory. A memory map holds
+# an open file descriptor for its lifetime (CPython's mmap keeps a dup of it): mapping every array
+# of every cached org would run a process out of descriptors, and a small array gains nothing.
+MMAP_MIN_BYTES = 1 << 20
+
+
+def _load_array(path: Path, mmap_min_bytes: int) -> np.ndarray:
+    if path.stat().st_size >= mmap_min_bytes:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    array = np.load(path, allow_pickle=False)
+    array.flags.writeable = False  # a served model is read-only, mapped or not
+    return array
+
+
 class ModelStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, mmap_min_bytes: int = MMAP_MIN_BYTES) -> None:
         self.root = Path(root)
+        self.mmap_min_bytes = mmap_min_bytes
 
     def save(self, org_id: str, models: OrgModels) -> Path:
         """Write the bundle as a new version directory and point LATEST at it if it is newest."""
@@ -53,9 +75,12 @@ class ModelStore:
             manifest = models.manifest()
             arrays = models.to_arrays()
             manifest["arrays"] = sorted(arrays)
-            with open(temp / MODELS_FILE, "wb") as fh:
-                np.savez(fh, **arrays)
-                _flush(fh)
+            (temp / ARRAYS_DIR).mkdir()
+            for name, array in arrays.items():
+                with open(temp / ARRAYS_DIR / f"{_checked(name)}.npy", "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+                    _flush(fh)
+            _fsync_dir(temp / ARRAYS_DIR)
             _write_file(temp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
             _fsync_dir(temp)
             os.rename(temp, final)
@@ -95,8 +120,11 @@ class ModelStore:
     def load(self, org_id: str, version: str) -> OrgModels:
         directory = self._org_dir(org_id) / _checked(version)
         manifest = self._manifest(directory)
-        with np.load(directory / MODELS_FILE, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        if (directory / ARRAYS_DIR).is_dir():
+            arrays = {name: _load_array(directory / ARRAYS_DIR / f"{_checked(name)}.npy", self.mmap_min_bytes) for name in manifest["arrays"]}
+        else:
+            with np.load(directory / MODELS_FILE, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
         return OrgModels.from_arrays(arrays, manifest)
 
     def load_latest(self, org_id: str) -> OrgModels | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import job_key_prefix
+from arq.constants import health_check_key_suffix, in_progress_key_prefix, job_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
@@ -29,6 +29,9 @@ from app.errors import ServiceUnavailable
 INGEST_KINDS = ("items", "users", "events")
 # A job waiting longer than this (Postgres down for a month) is still not dropped by arq.
 _INGEST_EXPIRES_MS = 30 * 24 * 3600 * 1000
+
+# `type: ignore` on redis calls: redis-py types an async reply as Awaitable[T] | T [misc], and
+# values as str where it also takes floats and bytes [arg-type].
 
 
 def job_serializer(obj: Any) -> bytes:
@@ -114,7 +117,7 @@ class Queue:
             # Real-time state goes at once (API.md: "removed from real-time strategies at once");
             # the tombstone makes the worker drop events of this user received before now.
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(redis_keys.erased(org_id), user_id, requested_at)
+                pipe.hset(redis_keys.erased(org_id), user_id, requested_at)  # type: ignore[arg-type]
                 pipe.delete(redis_keys.recent(org_id, user_id))
                 await pipe.execute()
             job = await self.redis.enqueue_job(
@@ -130,13 +133,25 @@ class Queue:
         assert job is not None
         return job.job_id
 
-    async def enqueue_train(self, org_id: str, *, reason: str) -> str:
-        """Coalesced: while a train of this org is pending, asking again returns the same job id."""
+    async def enqueue_train(self, org_id: str, *, reason: str, search: bool = False) -> str:
+        """Coalesced: while a train of this org is pending, asking again returns the same job id.
+        While one runs (it may have read the org's data before this request), one more train
+        follows it: the scheduler queues it (workers/training.py).
+        `search`: the next train of the org runs the model search (also when it is already queued
+        or running: the request waits in Redis for the train that takes it)."""
         job_id = redis_keys.train_job_id(org_id)
         try:
-            await self.redis.enqueue_job(
+            if search:
+                await self.redis.hset(  # type: ignore[misc]
+                    redis_keys.SEARCH_REQUESTED, org_id, time.time()  # type: ignore[arg-type]
+                )
+            queued = await self.redis.enqueue_job(
                 "train_org", org_id=org_id, reason=reason, _job_id=job_id, _queue_name=redis_keys.TRAIN_QUEUE
             )
+            if queued is None and await self.redis.exists(in_progress_key_prefix + job_id):
+                await self.redis.hset(  # type: ignore[misc]
+                    redis_keys.TRAIN_AGAIN, org_id, time.time()  # type: ignore[arg-type]
+                )
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable() from exc
         return job_id
@@ -153,8 +168,14 @@ class Queue:
     async def is_training(self, org_id: str) -> bool:
         return bool(await self.redis.exists(redis_keys.training(org_id)))
 
+    async def train_worker_alive(self) -> bool:
+        """A worker consumes the train queue: arq refreshes this health-check key every 30 s
+        (workers/main.py) with a 31 s TTL, so a worker that is gone is noticed within 31 s."""
+        return bool(await self.redis.exists(redis_keys.TRAIN_QUEUE + health_check_key_suffix))
+
     async def dead_letters(self, *, limit: int = 100) -> list[dict[str, Any]]:
-        return [orjson.loads(raw) for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, limit - 1)]
+        parked = await self.redis.lrange(redis_keys.DEAD_LETTER, 0, limit - 1)  # type: ignore[misc]
+        return [orjson.loads(raw) for raw in parked]
 
     async def discard_dead_letters(
         self, *, org_id: str | None, keep_copy: Callable[[list[dict[str, Any]]], None] | None = None
@@ -163,7 +184,7 @@ class Queue:
         returns how many. `keep_copy` gets exactly those entries before any is removed (a failure
         there removes nothing). Removal is by value (LREM): a job parked meanwhile stays."""
         chosen: list[tuple[bytes, dict[str, Any]]] = []
-        for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, -1):
+        for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, -1):  # type: ignore[misc]
             entry = orjson.loads(raw)
             if org_id is None or str((entry.get("kwargs") or {}).get("org_id")) == org_id:
                 chosen.append((raw, entry))
@@ -171,7 +192,8 @@ class Queue:
             keep_copy([entry for _, entry in chosen])
         removed = 0
         for raw, _ in chosen:
-            removed += int(await self.redis.lrem(redis_keys.DEAD_LETTER, 1, raw))
+            count = await self.redis.lrem(redis_keys.DEAD_LETTER, 1, raw)  # type: ignore[arg-type, misc]
+            removed += int(count)
         return removed
 
     async def rewrite_dead_letters(self, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> int:
@@ -183,7 +205,7 @@ class Queue:
         changed = 0
         for _ in range(_REWRITE_PASSES):
             missed = False
-            for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, -1):
+            for raw in await self.redis.lrange(redis_keys.DEAD_LETTER, 0, -1):  # type: ignore[misc]
                 new = change(orjson.loads(raw))
                 if new is None:
                     continue
@@ -199,7 +221,7 @@ class Queue:
         """Queue parked jobs again, oldest first (after the cause was fixed); returns how many."""
         replayed = 0
         while replayed < limit:
-            raw = await self.redis.lpop(redis_keys.DEAD_LETTER)
+            raw = await self.redis.lpop(redis_keys.DEAD_LETTER)  # type: ignore[misc]
             if raw is None:
                 break
             entry = orjson.loads(raw)
@@ -211,7 +233,8 @@ class Queue:
                     await self.redis.enqueue_job(function, **kwargs, _queue_name=redis_keys.INGEST_QUEUE,
                                                  _expires=_INGEST_EXPIRES_MS // 1000)
             except Exception:
-                await self.redis.lpush(redis_keys.DEAD_LETTER, raw)  # never lose it on the way back
+                # Never lose it on the way back.
+                await self.redis.lpush(redis_keys.DEAD_LETTER, raw)  # type: ignore[misc]
                 raise
             replayed += 1
         return replayed

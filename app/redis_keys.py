@@ -9,10 +9,15 @@ TRAIN_QUEUE = f"{PREFIX}:queue:train"
 DEAD_LETTER = f"{PREFIX}:dead-letter"          # list of jobs that could not be persisted (never dropped)
 KEYS_EPOCH = f"{PREFIX}:keys:epoch"             # bumped on every key revocation: api caches drop keys
 NEW_DATA = f"{PREFIX}:train:new-data"           # hash org_id -> events persisted since its last train
-TRAIN_STATS = f"{PREFIX}:train:stats"           # hash "<org>:duration_s" / "<org>:last_success" for /metrics
+TRAIN_STATS = f"{PREFIX}:train:stats"           # hash "<org>:<field>" (TRAIN_STATS_FIELDS) for /metrics
+# duration_s, last_success (unix s) of the last successful train; ndcg_at_10 and vs_popular of its model search.
+TRAIN_STATS_FIELDS = ("duration_s", "last_success", "ndcg_at_10", "vs_popular")
 INGEST_STATS = f"{PREFIX}:ingest:stats"         # hash "<kind>:persisted" / "<kind>:failed"
 SERVING_ORGS = f"{PREFIX}:orgs:serving"         # set of org ids with a catalog or a model: api processes load them
 DELETED_ORGS = f"{PREFIX}:orgs:deleted"         # set of org ids deleted (lehnz org delete): api processes drop them
+SEARCH_REQUESTED = f"{PREFIX}:train:search"     # hash org_id -> time a model search was asked for (next train runs it)
+# hash org_id -> time a train was asked for while one of the org ran (the scheduler queues one more)
+TRAIN_AGAIN = f"{PREFIX}:train:again"
 
 
 def pending(org_id: str) -> str:
@@ -55,3 +60,13 @@ def train_job_id(org_id: str) -> str:
 
 def rate_limit(scope: str, key: str) -> str:
     return f"{PREFIX}:ratelimit:{scope}:{key}"
+
+
+def revoked_session(token_digest: str) -> str:
+    """Set (until the token would have expired) when a dashboard session token is signed out."""
+    return f"{PREFIX}:session:revoked:{token_digest}"
+
+
+def key_last_used(org_id: str) -> str:
+    """Hash key pair id -> unix time its keys were last used (written at most once a minute per api process)."""
+    return f"{PREFIX}:keys:last-used:{org_id}"

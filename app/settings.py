@@ -6,11 +6,14 @@ variables (or a `.env` file in the working directory).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,9 +21,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.ml.interactions import TrainParams
 
 # The one default of every training tunable lives on TrainParams; Settings reads it from there.
-_ML = {f.name: f.default for f in dataclasses.fields(TrainParams)}
+# Any: the defaults have different types (the fields read below all have one).
+_ML: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainParams)}
 
-# Standard event names -> (family, weight), API.md section 4.
+# Standard event names -> weight (the table in docs/integration.md, "Event names").
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
     "search": 0.0,
@@ -92,12 +96,36 @@ class Settings(BaseSettings):
     train_interval_s: int = 300
     train_job_timeout_s: int = 3600
     train_min_new_events: int = Field(default=1, description="scheduled retrain only after this many new events")
+    # --- big tenants: what a train reads and the memory it may use (docs/operations.md, "Big tenants") ---
+    train_max_events: int = Field(
+        default=50_000_000, ge=0,
+        description="a train reads at most this many of the org's most recent events; 0 = no limit",
+    )
+    train_window_days: float = Field(
+        default=0.0, ge=0, description="a train reads events at most this many days older than the org's newest; "
+                                       "0 = no limit",
+    )
+    train_memory_budget_mb: int = Field(
+        default=0, ge=0, description="a train whose estimated peak memory is above this refuses to run; "
+                                     "0 = half the memory of the machine (or of the container's limit)",
+    )
     recent_activity_len: int = Field(default=50, description="per-user interactions kept in Redis")
     served_retention_days: int = Field(
         default=180, ge=0, description="served-recommendation log rows older than this are deleted; 0 keeps them"
     )
 
+    # --- lehnz serve: restarting a crashed api or worker (app/supervisor.py) ---------------
+    serve_restart_backoff_s: float = Field(
+        default=1.0, gt=0, description="wait before restarting a crashed child; doubles with each recent crash"
+    )
+    serve_restart_backoff_max_s: float = Field(default=30.0, gt=0, description="cap of that wait")
+    serve_crash_loop_crashes: int = Field(
+        default=5, ge=1, description="this many crashes of the api (or the worker) within the window: serve gives up"
+    )
+    serve_crash_loop_window_s: float = Field(default=120.0, gt=0, description="the crash-loop window")
+
     # --- learning (defaults are TrainParams', documented in app/ml/interactions.py) -------
+    # A partial table is merged into the defaults: `{"view": 3}` changes the weight of views only.
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     family_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FAMILY_WEIGHTS))
     decay_half_life_days: float = _ML["decay_half_life_days"]
@@ -119,8 +147,29 @@ class Settings(BaseSettings):
     trending_prior_events: float = _ML["trending_prior_events"]
     content_pair_budget: int = _ML["content_pair_budget"]
     exposure_prior_events: float = _ML["exposure_prior_events"]
+    # --- per-organisation model search (app/ml/selection.py) -------------------------------
+    model_search: bool = Field(
+        default=True, description="choose personalized's model per org on a holdout of its own data"
+    )
+    model_search_budget_s: float = Field(
+        default=600.0, gt=0, description="no new candidate starts after this many seconds of a search"
+    )
+    model_search_users: int = Field(default=2000, ge=10, description="holdout users sampled by a search")
+    model_search_growth: float = Field(
+        default=0.5, ge=0, description="search again once the interactions grew by this share since the last search"
+    )
     # A serving process keeps at most this many orgs' models in memory (least recently used out).
     model_cache_orgs: int = 64
+
+    @field_validator("event_weights")
+    @classmethod
+    def _over_default_events(cls, value: dict[str, float]) -> dict[str, float]:
+        return {**DEFAULT_EVENT_WEIGHTS, **value}
+
+    @field_validator("family_weights")
+    @classmethod
+    def _over_default_families(cls, value: dict[str, float]) -> dict[str, float]:
+        return {**DEFAULT_FAMILY_WEIGHTS, **value}
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
@@ -143,22 +192,25 @@ class Settings(BaseSettings):
         return self.family_weights.get(event_family, 0.0)
 
     def resolved_jwt_secret(self) -> str:
-        """The configured secret, else one made at first start and kept in the data dir."""
+        """The configured secret, else the one kept in the data dir: the api makes it when it
+        starts (create_app's lifespan), and whoever needs it first makes it otherwise."""
         if self.jwt_secret:
             return self.jwt_secret
         path = self.data_dir / "jwt_secret"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_urlsafe(48)
-        # O_EXCL: if two processes race at first start, both end up reading the winner's secret.
-        try:
-            with open(path, "x") as fh:
-                fh.write(secret)
-            path.chmod(0o600)
-        except FileExistsError:
-            return path.read_text().strip()
-        return secret
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # Written whole under a temporary name (mode 0600), then linked into place. Linking
+            # fails if another process got there first, and then everyone reads the winner's;
+            # no reader ever sees a file that exists but is not written yet.
+            fd, temporary = tempfile.mkstemp(dir=self.data_dir, prefix=".jwt_secret.")
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_urlsafe(48))
+                with contextlib.suppress(FileExistsError):
+                    os.link(temporary, path)
+            finally:
+                os.unlink(temporary)
+        return path.read_text().strip()
 
 
 @lru_cache
@@ -166,25 +218,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def train_params(settings: Settings, *, now: float) -> TrainParams:
-    """The training tunables of these settings, for one run at `now`."""
-    return TrainParams(
-        now=now,
-        factors=settings.als_factors,
-        iterations=settings.als_iterations,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-        decay_half_life_days=settings.decay_half_life_days,
-        trending_half_life_hours=settings.trending_half_life_hours,
-        session_gap_minutes=settings.session_gap_minutes,
-        knn_neighbours=settings.knn_neighbours,
-        ease_max_items=settings.ease_max_items,
-        ease_lambda=settings.ease_lambda,
-        pair_shrinkage=settings.pair_shrinkage,
-        pair_half_life_days=settings.pair_half_life_days,
-        pair_lift_weight=settings.pair_lift_weight,
-        max_basket_items=settings.max_basket_items,
-        trending_prior_events=settings.trending_prior_events,
-        content_pair_budget=settings.content_pair_budget,
-        exposure_prior_events=settings.exposure_prior_events,
-    )
+# TrainParams fields whose setting has another name (the ALS ones carry the family's prefix in
+# the environment); every other tunable field shares its name with its setting.
+_TRAIN_SETTING_NAMES = {name: f"als_{name}" for name in ("factors", "iterations", "regularization", "alpha")}
+# Fields a train sets itself, never from the environment.
+_TRAIN_RUN_FIELDS = frozenset({"now", "data_now", "personal_model", "seed"})
+
+
+def train_params(settings: Settings, *, now: float, data_now: float | None = None) -> TrainParams:
+    """The training tunables of these settings, for one run at `now` on data whose newest event
+    is at `data_now` (TrainParams.data_now)."""
+    tunables = {
+        field.name: getattr(settings, _TRAIN_SETTING_NAMES.get(field.name, field.name))
+        for field in dataclasses.fields(TrainParams)
+        if field.name not in _TRAIN_RUN_FIELDS
+    }
+    return TrainParams(now=now, data_now=data_now, **tunables)

@@ -171,10 +171,12 @@ async def _forget_erased_viewers(redis: Any, rows: list[dict[str, Any]]) -> list
     erased_at = await _erasure_times(redis, {(r["org_id"], r["user_id"]) for r in rows if r.get("user_id")})
     if not erased_at:
         return rows
-    return [
-        {**r, "user_id": None} if r["served_at"] <= erased_at.get((r["org_id"], r.get("user_id")), float("-inf")) else r
-        for r in rows
-    ]
+
+    def erased_since(r: dict[str, Any]) -> bool:
+        user_id = r.get("user_id")
+        return user_id is not None and r["served_at"] <= erased_at.get((r["org_id"], user_id), float("-inf"))
+
+    return [{**r, "user_id": None} if erased_since(r) else r for r in rows]
 
 
 async def _erasure_times(redis: Any, users: set[tuple[str, str]]) -> dict[tuple[str, str], float]:

@@ -25,16 +25,20 @@ from sqlalchemy.exc import IntegrityError
 
 from app import redis_keys
 from app.settings import Settings
+from app.storage import training_runs
 from app.storage.tables import Event, TrainingRun
+from app.supervisor import exit_with_parent
 
 log = logging.getLogger("lehnz.worker.training")
 
 
 def new_executor() -> ProcessPoolExecutor:
     # spawn: a clean interpreter (no inherited event loop, sockets or BLAS thread pools);
-    # one task per child: the memory of a big fit is returned when it ends.
+    # one task per child: the memory of a big fit is returned when it ends. The child dies with
+    # this worker (killed, OOM) instead of lingering with multiprocessing's resource tracker.
     return ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
+        initializer=exit_with_parent, initargs=(os.getpid(),),
     )
 
 
@@ -87,27 +91,72 @@ async def release_orphaned_trains(redis: Any, settings: Settings) -> list[str]:
     return released
 
 
+# A train waits at most this long for the org's ingest queued before it started; past that (Postgres
+# slow or down, no ingest worker) it trains on what is stored, and the rest reaches the next train.
+INGEST_WAIT_S = 60.0
+_INGEST_POLL_S = 0.05
+
+
+async def wait_for_queued_ingest(
+    redis: Any, org_id: str, *, reason: str, timeout_s: float = INGEST_WAIT_S
+) -> int:
+    """Wait until the org's ingest jobs queued before now are persisted (or parked in the dead-letter
+    list), so a train asked for right after a 202 learns from what that 202 accepted. Jobs queued
+    later are not waited for (steady traffic cannot hold a train back). Returns how many it waited for.
+    The "training" flag is set meanwhile: the train has started, and status says so."""
+    pending = redis_keys.pending(org_id)
+    newest = await redis.zrange(pending, -1, -1, withscores=True)
+    if not newest:
+        return 0
+    cutoff = newest[0][1]  # the enqueue time (ms) of the newest job queued so far
+    waiting = int(await redis.zcount(pending, "-inf", cutoff))
+    log.info("train of org %s waits for %d queued ingest job(s)", org_id, waiting)
+    deadline = time.monotonic() + timeout_s
+    beat_at = 0.0
+    try:
+        while await redis.zcount(pending, "-inf", cutoff):
+            if time.monotonic() >= deadline:
+                log.warning("train of org %s goes on after %.0f s with ingest still queued", org_id, timeout_s)
+                break
+            if time.monotonic() >= beat_at:
+                await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
+                beat_at = time.monotonic() + _HEARTBEAT_EVERY_S
+            await asyncio.sleep(_INGEST_POLL_S)
+    except asyncio.CancelledError:
+        await redis.delete(redis_keys.training(org_id))  # stopping: arq re-queues the train
+        raise
+    return waiting
+
+
 async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual") -> dict[str, Any]:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
     started = datetime.now(UTC)
+    await redis.hdel(redis_keys.TRAIN_AGAIN, org_id)  # taken: this train starts after those requests
+    await wait_for_queued_ingest(redis, org_id, reason=reason)
     pending_new = int(await redis.hget(redis_keys.NEW_DATA, org_id) or 0)
+    search = bool(await redis.hdel(redis_keys.SEARCH_REQUESTED, org_id))  # taken: asked once, searched once
+    previous_quality = await _last_quality(ctx, org_id)
     await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
-    log.info("training org %s (%s)", org_id, reason)
+    log.info("training org %s (%s%s)", org_id, reason, ", model search requested" if search else "")
     heartbeat = asyncio.create_task(_heartbeat(redis, org_id, reason))
     try:
         loop = asyncio.get_running_loop()
         try:
-            summary = await loop.run_in_executor(ctx["train_pool"], run_training, org_id, settings.model_dump())
+            summary = await loop.run_in_executor(
+                ctx["train_pool"], run_training, org_id, settings.model_dump(), previous_quality, search
+            )
         finally:
             heartbeat.cancel()  # and wait for it, so no late beat re-sets the flag cleared below
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
     except asyncio.CancelledError:
         # Stopping or timed out: arq re-queues the job; do not leave "training" set meanwhile.
+        await _restore_search_request(redis, org_id, search)
         await redis.delete(redis_keys.training(org_id))
         raise
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the previous model keeps serving
+        await _restore_search_request(redis, org_id, search)
         if "BrokenProcessPool" in type(exc).__name__:
             ctx["train_pool"] = new_executor()
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -128,12 +177,38 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
         pipe.hset(redis_keys.TRAIN_STATS, mapping={
             f"{org_id}:duration_s": summary["duration_ms"] / 1000,
             f"{org_id}:last_success": time.time(),
+            **_quality_stats(org_id, summary.get("quality")),
         })
         pipe.delete(redis_keys.training(org_id))
         await pipe.execute()
     ctx["model_store"].prune(org_id, keep=3)
     log.info("trained org %s: version %s in %d ms", org_id, summary["version"], summary["duration_ms"])
     return {"status": "succeeded", **summary}
+
+
+def _quality_stats(org_id: str, quality: dict[str, Any] | None) -> dict[str, float]:
+    """The model search's headline numbers, as TRAIN_STATS fields for /metrics."""
+    chosen = (quality or {}).get("chosen") or {}
+    stats = {}
+    if chosen.get("ndcg_at_10") is not None:
+        stats[f"{org_id}:ndcg_at_10"] = float(chosen["ndcg_at_10"])
+    if (quality or {}).get("personalized_vs_popular") is not None:
+        stats[f"{org_id}:vs_popular"] = float(quality["personalized_vs_popular"])  # type: ignore[index]
+    return stats
+
+
+async def _last_quality(ctx: dict[str, Any], org_id: str) -> dict[str, Any] | None:
+    """What the org's last succeeded train recorded of its model search (None: never searched)."""
+    async with ctx["sessions"]() as session:
+        run = await training_runs.latest(session, uuid.UUID(org_id), status="succeeded")
+    return run.quality if run is not None else None
+
+
+async def _restore_search_request(redis: Any, org_id: str, search: bool) -> None:
+    """A train that asked for a search and did not finish leaves the request for the next one."""
+    if search:
+        with contextlib.suppress(Exception):
+            await redis.hset(redis_keys.SEARCH_REQUESTED, org_id, time.time())
 
 
 def _org_missing(exc: IntegrityError) -> bool:
@@ -172,6 +247,7 @@ async def _record(
                     users=summary.get("users", 0),
                     interactions=summary.get("interactions", 0),
                     error=error,
+                    quality=summary.get("quality"),
                 )
             )
     except IntegrityError as exc:
@@ -216,16 +292,22 @@ async def schedule_training(ctx: dict[str, Any]) -> int:
             due[org_id] = "no model yet"
         elif (now - last).total_seconds() >= settings.train_interval_s:
             due[org_id] = "schedule"
+    for raw in await redis.hkeys(redis_keys.SEARCH_REQUESTED):  # asked while a train of the org ran
+        due.setdefault(raw.decode() if isinstance(raw, bytes) else raw, "model search requested")
+    for raw in await redis.hkeys(redis_keys.TRAIN_AGAIN):  # asked while a train of the org ran
+        due.setdefault(raw.decode() if isinstance(raw, bytes) else raw, "asked while training")
     for org_id, reason in due.items():
         await ctx["queue"].enqueue_train(org_id, reason=reason)
         queued += 1
     return queued
 
 
-def run_training(org_id: str, settings_data: dict[str, Any]) -> dict[str, Any]:
+def run_training(
+    org_id: str, settings_data: dict[str, Any], previous_quality: dict[str, Any] | None = None, search: bool = False
+) -> dict[str, Any]:
     """In the child process: load, fit, write the artifact; return what the parent records."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from workers.train_process import train_and_store
 
-    return train_and_store(org_id, Settings(**settings_data))
+    return train_and_store(org_id, Settings(**settings_data), previous_quality=previous_quality, search=search)
 

@@ -168,7 +168,7 @@ class AccountContext:
     account_id: uuid.UUID
     org_id: uuid.UUID
     # The org as the rate limiter and the operator endpoints see it (key_type "session").
-    owner: KeyOwner | None = None
+    owner: KeyOwner
     token: str = ""
     expires_at: float = 0.0
 
@@ -195,7 +195,7 @@ async def _session(
         sessions.check_csrf(request, token, secret=secret)
     if await sessions.is_signed_out(state.redis, token):
         raise Unauthorized("This session was signed out; sign in again")
-    if state.limiter is not None and context.owner is not None:
+    if state.limiter is not None:
         await state.limiter.hit_org(request, context.owner, state.settings)
     return context
 

@@ -41,16 +41,18 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-def json_body_schema(model: type[BaseModel], *, allow_array: bool = True) -> dict[str, Any]:
+def json_body_schema(model: type[BaseModel], *, allow_array: bool = True, required: bool = True) -> dict[str, Any]:
     """requestBody: one object, or (ingest) an array of up to LEHNZ_MAX_BATCH of them."""
     _EXTRA_MODELS[model.__name__] = model
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    example = (model.model_config.get("json_schema_extra") or {}).get("examples", [None])[0]  # type: ignore[union-attr]
+    extra = model.model_config.get("json_schema_extra")  # our schemas set a dict (or nothing)
+    examples = extra.get("examples", [None]) if isinstance(extra, dict) else [None]
+    example = examples[0] if isinstance(examples, list) else None
     schema = {"anyOf": [ref, {"type": "array", "items": ref}]} if allow_array else ref
     content: dict[str, Any] = {"schema": schema}
     if example is not None:
         content["example"] = example
-    return {"requestBody": {"required": True, "content": {"application/json": content}}}
+    return {"requestBody": {"required": required, "content": {"application/json": content}}}
 
 
 def install(app: FastAPI) -> None:

@@ -117,7 +117,11 @@ class RateLimiter:
             key_func=self.client_ip,
             storage_uri=limits_storage_uri(settings.redis_url or ""),
             # A client of its own with short timeouts: a login waits at most this long for Redis.
-            storage_options={"socket_timeout": _AUTH_CHECK_TIMEOUT_S, "socket_connect_timeout": _AUTH_CHECK_TIMEOUT_S},
+            # (slowapi hints str values; they are the redis client's keyword arguments.)
+            storage_options={
+                "socket_timeout": _AUTH_CHECK_TIMEOUT_S,  # type: ignore[dict-item]
+                "socket_connect_timeout": _AUTH_CHECK_TIMEOUT_S,  # type: ignore[dict-item]
+            },
             strategy="fixed-window",
         )
 

@@ -21,11 +21,12 @@ from app.ml.als import item_gram
 from app.ml.factor_index import FactorIndex
 from app.ml.interactions import TrainParams
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Format 1 had no content index; those bundles load with an empty one (no serving-time content
-# similarity for items upserted after the train, until the next train).
-_READABLE_FORMATS = (1, 2)
-ID_FIELDS = ("item_ids", "user_ids", "content_tokens")
+# similarity for items upserted after the train, until the next train). Formats 1 and 2 had no
+# interacted-items table: `exclude_interacted` sees only real-time activity until the next train.
+_READABLE_FORMATS = (1, 2, 3)
+ID_FIELDS = ("item_ids", "user_ids", "content_tokens", "event_names")
 SPARSE_FIELDS = (
     "user_items",
     "item_neighbors",
@@ -37,6 +38,7 @@ SPARSE_FIELDS = (
     "purchase_counts",
     "last_purchase_ts",
     "content_matrix",
+    "interacted",
 )
 DENSE_FIELDS = (
     "user_factors",
@@ -85,6 +87,8 @@ class OrgModels:
     content_tokens: np.ndarray  # object (str): the token of each content_matrix column
     content_idf: np.ndarray  # tokens float32: idf, 0 = a token that links nothing
     exposure_penalty: np.ndarray  # items float32 in (0, 1]: demotion of items shown but ignored
+    interacted: csr_matrix  # users x items uint32: bit sets of event names (history.py)
+    event_names: np.ndarray  # object (str): the event name of each bit of `interacted`
     extra: dict[str, Any] = field(default_factory=dict)  # free-form manifest notes (timings)
 
     @property
@@ -117,7 +121,7 @@ class OrgModels:
     @cached_property
     def factor_index(self) -> FactorIndex | None:
         """The item factors ordered for personalized's exact top-k scan; None under EASE."""
-        if self.uses_ease or len(self.item_factors) != self.n_items:
+        if self.personalization != "als" or len(self.item_factors) != self.n_items:
             return None
         return FactorIndex(self.item_factors, self.exposure_demotion)
 
@@ -139,6 +143,15 @@ class OrgModels:
     @property
     def uses_ease(self) -> bool:
         return self.ease_b.size > 0
+
+    @property
+    def personalization(self) -> str:
+        """The family `personalized` is served by (personalization.py); bundles from before the
+        model search say "auto": EASE when they hold its matrix, else ALS."""
+        model = self.params.personal_model
+        if model != "auto":
+            return model
+        return "ease" if self.uses_ease else "als"
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -171,13 +184,16 @@ class OrgModels:
         if manifest["format"] == 1:
             n_items = int(manifest["counts"]["items"])
             arrays = {**arrays, **_empty_content_index(n_items), "exposure_penalty": np.ones(n_items, np.float32)}
+        if manifest["format"] in (1, 2):
+            counts = manifest["counts"]
+            arrays = {**arrays, **_empty_history(int(counts["users"]), int(counts["items"]))}
         values: dict[str, Any] = {}
         for name in ID_FIELDS:
             values[name] = decode_strings(arrays[f"{name}.blob"], arrays[f"{name}.offsets"])
         for name in SPARSE_FIELDS:
-            shape = tuple(int(n) for n in arrays[f"{name}.shape"])
+            n_rows, n_cols = (int(n) for n in arrays[f"{name}.shape"])
             values[name] = csr_matrix(
-                (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]), shape=shape
+                (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]), shape=(n_rows, n_cols)
             )
         for name in DENSE_FIELDS:
             values[name] = arrays[name]
@@ -216,6 +232,18 @@ def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     out = np.empty(len(bounds) - 1, dtype=object)
     out[:] = [raw[start:stop].decode("utf-8") for start, stop in itertools.pairwise(bounds)]
     return out
+
+
+def _empty_history(n_users: int, n_items: int) -> dict[str, np.ndarray]:
+    blob, offsets = encode_strings(np.empty(0, dtype=object))
+    return {
+        "event_names.blob": blob,
+        "event_names.offsets": offsets,
+        "interacted.data": np.zeros(0, np.uint32),
+        "interacted.indices": np.zeros(0, np.int32),
+        "interacted.indptr": np.zeros(n_users + 1, np.int32),
+        "interacted.shape": np.asarray((n_users, n_items), dtype=np.int64),
+    }
 
 
 def _empty_content_index(n_items: int) -> dict[str, np.ndarray]:

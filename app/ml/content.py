@@ -17,7 +17,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from app.ml.interactions import CatalogSnapshot
-from app.ml.topk import pairwise_top_k, top_k_per_row
+from app.ml.topk import pairwise_top_k, stack_rows, top_k_per_row
 
 TEXT_FIELDS = ("title", "name")
 # Longer strings are descriptions or URLs, not categories.
@@ -27,6 +27,8 @@ CANDIDATES_PER_K = 2
 # Common tokens per item used in re-ranking (the heaviest); an item rarely has more.
 MAX_COMMON_TOKENS = 8
 RESCORE_CHUNK = 500_000
+# Items whose candidates are generated and rescored at once.
+CANDIDATE_BLOCK = 20_000
 _WORD = re.compile(r"[^\W_]{2,}")
 
 
@@ -61,14 +63,15 @@ class ContentIndex:
 
     @classmethod
     def empty(cls, n_items: int) -> ContentIndex:
-        return cls(csr_matrix((n_items, 0), dtype=np.float32), np.empty(0, dtype=object), np.zeros(0, np.float32))
+        empty = csr_matrix((n_items, 0), dtype=np.float32)  # type: ignore[arg-type]  # scipy-stubs rejects the documented (n, m) empty-shape form
+        return cls(empty, np.empty(0, dtype=object), np.zeros(0, np.float32))
 
 
 def content_index(catalog: CatalogSnapshot, item_ids: np.ndarray) -> ContentIndex:
     """TF-IDF rows for item_ids (the training item universe); items absent from the catalog
     have no tokens and so an empty row."""
     position = {item_id: row for row, item_id in enumerate(catalog.item_ids.tolist())}
-    token_lists = []
+    token_lists: list[list[str]] = []
     for item_id in item_ids.tolist():
         row = position.get(item_id)
         if row is None:
@@ -146,19 +149,27 @@ def content_neighbours(
         return pairwise_top_k(x, x.T.tocsr(), k, _cosine, allowed_columns=allowed_neighbours)
 
     x_narrow = csr_matrix(x[:, narrow])
-    candidates = pairwise_top_k(
-        x_narrow, x_narrow.T.tocsr(), CANDIDATES_PER_K * k, _cosine, allowed_columns=allowed_neighbours
-    )
-    rows = np.repeat(np.arange(candidates.shape[0]), np.diff(candidates.indptr))
+    narrow_by_token = x_narrow.T.tocsr()
     broad_ids, broad_weights = _padded_slots(csr_matrix(x[:, ~narrow]), MAX_COMMON_TOKENS)
-    scores = candidates.data.astype(np.float64)
-    for start in range(0, len(rows), RESCORE_CHUNK):
-        part = slice(start, start + RESCORE_CHUNK)
-        scores[part] += _padded_dot(broad_ids, broad_weights, rows[part], candidates.indices[part])
-    rescored = csr_matrix(
-        (np.minimum(scores, 1.0), candidates.indices, candidates.indptr), shape=candidates.shape
-    )
-    return top_k_per_row(rescored, k)
+    # A block of items at a time: CANDIDATES_PER_K * k candidates per item, rescored, cut to k
+    # (a million items' candidates at once would be gigabytes).
+    pieces = []
+    for start in range(0, x.shape[0], CANDIDATE_BLOCK):
+        stop = min(start + CANDIDATE_BLOCK, x.shape[0])
+        candidates = pairwise_top_k(
+            x_narrow[start:stop], narrow_by_token, CANDIDATES_PER_K * k, _cosine, allowed_columns=allowed_neighbours,
+            row_offset=start,
+        )
+        rows = np.repeat(np.arange(start, stop), np.diff(candidates.indptr))
+        scores = candidates.data.astype(np.float64)
+        for first in range(0, len(rows), RESCORE_CHUNK):
+            part = slice(first, first + RESCORE_CHUNK)
+            scores[part] += _padded_dot(broad_ids, broad_weights, rows[part], candidates.indices[part])
+        rescored = csr_matrix(
+            (np.minimum(scores, 1.0), candidates.indices, candidates.indptr), shape=candidates.shape
+        )
+        pieces.append(top_k_per_row(rescored, k))
+    return stack_rows(pieces, x.shape[0])
 
 
 def _cosine(rows: np.ndarray, cols: np.ndarray, dots: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ def ease_scores(b: np.ndarray, user_row: np.ndarray | csr_matrix) -> np.ndarray:
     user_row holds the user's decayed weights per item (dense vector or 1 x n CSR row). Only
     the user's items' rows of B are touched: O(items of the user x catalog), not catalog^2.
     """
+    items: np.ndarray
     if isinstance(user_row, csr_matrix):
         row = csr_matrix(user_row)
         items, weights = row.indices, row.data

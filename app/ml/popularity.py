@@ -1,5 +1,9 @@
 """Popular (a long, decayed window) and trending (activity rising above its own baseline).
 
+Popular measures ages from the org's newest event (TrainParams.age_origin), like every learned
+model: an old history still has its favourites. Trending is about now: it measures from the
+clock, so on a history with no recent activity it is empty and its fallback (popular) answers.
+
 Only positive weights count: a remove_from_cart is not negative popularity, just no signal.
 Serving gets category-popular by masking the popularity vector with the category.
 """
@@ -11,21 +15,28 @@ import numpy as np
 from app.ml.interactions import EncodedLog, TrainParams, decay
 
 
-def decayed_activity(encoded: EncodedLog, now: float, half_life_s: float) -> np.ndarray:
-    """Per item, the sum of positive weights decayed with the given half-life (float64)."""
+def decayed_activity(
+    encoded: EncodedLog, now: float, half_life_s: float, *, events: np.ndarray | None = None
+) -> np.ndarray:
+    """Per item, the sum of positive weights decayed with the given half-life (float64);
+    `events` (bool per event) limits it to those events."""
     log = encoded.log
     positive = log.weights > 0
-    mass = log.weights[positive].astype(np.float64) * decay(log.timestamps[positive], now, half_life_s)
+    if events is not None:
+        positive &= events
+    mass = decay(log.timestamps[positive], now, half_life_s)
+    mass *= log.weights[positive]
     return np.bincount(encoded.items[positive], weights=mass, minlength=encoded.n_items)
 
 
-def popularity_scores(encoded: EncodedLog, params: TrainParams) -> np.ndarray:
-    """log1p of long-window activity, divided by the maximum: [0, 1], float32.
+def popularity_scores(encoded: EncodedLog, params: TrainParams, *, events: np.ndarray | None = None) -> np.ndarray:
+    """log1p of long-window activity, divided by the maximum: [0, 1], float32. `events`: only
+    these (the model search leaves its held-out events out).
 
     The log keeps the head from flattening everything else to ~0, so the vector stays useful
     as a tie-breaker and as a blend component.
     """
-    activity = np.log1p(decayed_activity(encoded, params.now, params.decay_half_life_s))
+    activity = np.log1p(decayed_activity(encoded, params.age_origin, params.decay_half_life_s, events=events))
     return _unit_max(activity)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from app.ml.interactions import CatalogSnapshot, EncodedLog
+from app.ml.interactions import CatalogSnapshot, EncodedLog, pair_keys
 
 # Width (in log of elapsed / cycle) of the due curve: it rises steeply toward the usual
 # cycle (half a cycle is early) and falls slowly after it (overdue is still likely).
@@ -24,6 +24,8 @@ DUE_SPREAD_LATE = 0.8
 UNKNOWN_CYCLE_SCORE = 0.25
 # One observed price is not a band: a user's spread is at least +-20%.
 MIN_LOG_PRICE_SPREAD = math.log(1.2)
+# Events per slice of user_price_band's sums.
+_SLICE_EVENTS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ def purchase_history(encoded: EncodedLog, same_occasion_s: float) -> PurchaseHis
     log = encoded.log
     n_users, n_items = encoded.n_users, encoded.n_items
     bought = np.flatnonzero(log.is_purchase)
-    pair = encoded.users[bought] * n_items + encoded.items[bought]
+    pair = pair_keys(encoded.users[bought], encoded.items[bought], n_items)
     order = np.lexsort((log.timestamps[bought], pair))
     pair, ts = pair[order], log.timestamps[bought][order]
     new_pair = np.ones(len(pair), dtype=bool)
@@ -117,7 +119,8 @@ def item_prices(catalog: CatalogSnapshot, item_ids: np.ndarray, encoded: Encoded
     seen = encoded.log.prices
     priced = np.isfinite(seen) & (seen > 0)
     n = np.bincount(encoded.items[priced], minlength=len(item_ids))
-    log_sum = np.bincount(encoded.items[priced], weights=np.log(seen[priced]), minlength=len(item_ids))
+    log_sum = np.bincount(encoded.items[priced], weights=np.log(seen[priced].astype(np.float64)),
+                          minlength=len(item_ids))
     fill = np.isnan(prices) & (n > 0)
     prices[fill] = np.exp(log_sum[fill] / n[fill])
     return prices
@@ -127,18 +130,27 @@ def user_price_band(encoded: EncodedLog, item_price: np.ndarray) -> tuple[np.nda
     """Per user (float32): weighted mean and spread of log(price) over positive events, NaN if none.
 
     An event's price is its context.price, else the item's price; stronger events (purchase)
-    weigh more, as they say more about what the user pays.
+    weigh more, as they say more about what the user pays. The sums are taken a slice of events
+    at a time: their float64 temporaries would be gigabytes on a big log.
     """
     log = encoded.log
-    price = np.where(np.isfinite(log.prices) & (log.prices > 0), log.prices, item_price[encoded.items])
-    use = (log.weights > 0) & np.isfinite(price)
-    users, weight = encoded.users[use], log.weights[use].astype(np.float64)
-    log_price = np.log(price[use])
-    total = np.bincount(users, weights=weight, minlength=encoded.n_users)
+    total = np.zeros(encoded.n_users)
+    weighted = np.zeros(encoded.n_users)
+    squared = np.zeros(encoded.n_users)
+    for start in range(0, len(log), _SLICE_EVENTS):
+        part = slice(start, start + _SLICE_EVENTS)
+        seen = log.prices[part].astype(np.float64)
+        price = np.where(np.isfinite(seen) & (seen > 0), seen, item_price[encoded.items[part]])
+        use = (log.weights[part] > 0) & np.isfinite(price)
+        users, weight = encoded.users[part][use], log.weights[part][use].astype(np.float64)
+        log_price = np.log(price[use])
+        total += np.bincount(users, weights=weight, minlength=encoded.n_users)
+        weighted += np.bincount(users, weights=weight * log_price, minlength=encoded.n_users)
+        squared += np.bincount(users, weights=weight * log_price**2, minlength=encoded.n_users)
     has = total > 0
     mean = np.full(encoded.n_users, np.nan)
     spread = np.full(encoded.n_users, np.nan)
-    mean[has] = np.bincount(users, weights=weight * log_price, minlength=encoded.n_users)[has] / total[has]
-    second = np.bincount(users, weights=weight * log_price**2, minlength=encoded.n_users)[has] / total[has]
+    mean[has] = weighted[has] / total[has]
+    second = squared[has] / total[has]
     spread[has] = np.maximum(np.sqrt(np.maximum(second - mean[has] ** 2, 0.0)), MIN_LOG_PRICE_SPREAD)
     return mean.astype(np.float32), spread.astype(np.float32)

@@ -18,8 +18,9 @@ from scipy.sparse import csr_matrix
 # Scores pairs of one slice: (rows, cols, dot products) -> scores; <= 0 means "drop the pair".
 PairScorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
-# Multiply-adds per slice; bounds the slice product (~24 bytes per entry) to a few hundred MB.
-SLICE_BUDGET = 8_000_000
+# Multiply-adds per slice; bounds the slice product and the ranking of its entries (about 50
+# bytes per entry in all) to about 200 MB, whatever the size of the tables.
+SLICE_BUDGET = 4_000_000
 
 
 class NonFiniteScores(ValueError):
@@ -45,14 +46,16 @@ def pairwise_top_k(
     *,
     allowed_columns: np.ndarray | None = None,
     slice_budget: int = SLICE_BUDGET,
+    row_offset: int = 0,
 ) -> csr_matrix:
     """top_k_per_row(score(left @ right)) without materialising left @ right; never i -> i.
 
     left is n x d, right is d x n (both CSR). allowed_columns (bool, n) masks which items may
-    appear as neighbours at all (e.g. not deleted ones).
+    appear as neighbours at all (e.g. not deleted ones). `row_offset`: left's first row is item
+    number row_offset (a block of rows; the scorer and the i -> i rule see item numbers).
     """
     return pairwise_top_k_multi(
-        left, right, k, [score], allowed_columns=allowed_columns, slice_budget=slice_budget
+        left, right, k, [score], allowed_columns=allowed_columns, slice_budget=slice_budget, row_offset=row_offset
     )[0]
 
 
@@ -64,22 +67,23 @@ def pairwise_top_k_multi(
     *,
     allowed_columns: np.ndarray | None = None,
     slice_budget: int = SLICE_BUDGET,
+    row_offset: int = 0,
 ) -> list[csr_matrix]:
     """pairwise_top_k for several scorers of the same product, computing the product once."""
     left, right = csr_matrix(left), csr_matrix(right)
     n_rows, n_cols = left.shape[0], right.shape[1]
     if k <= 0 or left.nnz == 0 or right.nnz == 0:
-        return [csr_matrix((n_rows, n_cols), dtype=np.float32) for _ in scores]
+        return [csr_matrix((n_rows, n_cols), dtype=np.float32) for _ in scores]  # type: ignore[arg-type]  # scipy-stubs rejects the documented (n, m) empty-shape form
     pieces: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in scores]
     for start, stop in _slices(left, right, slice_budget):
         product = left[start:stop] @ right
         counts = np.diff(product.indptr)
-        rows = np.repeat(np.arange(start, stop, dtype=np.int64), counts)
+        rows = np.repeat(np.arange(row_offset + start, row_offset + stop, dtype=np.int64), counts)
         cols = product.indices.astype(np.int64)
         keep = rows != cols
         if allowed_columns is not None:
             keep &= allowed_columns[cols]
-        kept_counts = np.bincount(rows[keep] - start, minlength=stop - start)
+        kept_counts = np.bincount(rows[keep] - row_offset - start, minlength=stop - start)
         rows, cols, dots = rows[keep], cols[keep], product.data[keep]
         for score, scored_pieces in zip(scores, pieces):
             values = np.asarray(score(rows, cols, dots), dtype=np.float64)
@@ -93,7 +97,7 @@ def _slices(left: csr_matrix, right: csr_matrix, budget: int) -> list[tuple[int,
     # Multiplies needed by row i = sum over its nonzeros t of nnz(right row t).
     right_row_nnz = np.diff(right.indptr).astype(np.float64)
     pattern = csr_matrix((np.ones(left.nnz), left.indices, left.indptr), shape=left.shape)
-    cost = np.cumsum(pattern @ right_row_nnz)
+    cost = np.cumsum(np.asarray(pattern @ right_row_nnz))
     cuts = np.unique(np.searchsorted(cost, np.arange(budget, cost[-1], budget)) + 1)
     bounds = np.concatenate([[0], cuts[cuts < n_rows], [n_rows]]).astype(np.int64)
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
@@ -139,6 +143,18 @@ def _from_pieces(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_cols
         np.concatenate([p[0] for p in pieces]),
         np.concatenate([p[1] for p in pieces]),
         np.concatenate([p[2] for p in pieces]),
+        n_cols,
+    )
+
+
+def stack_rows(blocks: Sequence[csr_matrix], n_cols: int) -> csr_matrix:
+    """Row blocks on top of each other, each row's stored order kept (scipy's vstack may sort)."""
+    if not blocks:
+        return csr_matrix((0, n_cols), dtype=np.float32)  # type: ignore[arg-type]  # scipy-stubs rejects the documented (n, m) empty-shape form
+    return _from_rows(
+        np.concatenate([np.diff(b.indptr) for b in blocks]),
+        np.concatenate([b.indices for b in blocks]),
+        np.concatenate([b.data for b in blocks]),
         n_cols,
     )
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
-from app.ml.als import FactorizationFailed, fit_als
+from app.ml import personalization, selection
+from app.ml.als import FactorizationFailed
 from app.ml.artifacts import OrgModels
 from app.ml.content import content_index, content_neighbours
 from app.ml.cooccurrence import assign_sessions, basket_incidence, pair_scores, purchase_baskets, transitions
-from app.ml.ease import fit_ease
+from app.ml.history import interacted_items
 from app.ml.interactions import (
     CatalogSnapshot,
+    EncodedLog,
     InteractionLog,
     TrainParams,
     decay,
@@ -24,8 +29,9 @@ from app.ml.interactions import (
     user_universe,
 )
 from app.ml.knn import item_knn
+from app.ml.personalization import EASE, Candidate, default_family
 from app.ml.popularity import exposure_penalty, popularity_scores, trending_scores
-from app.ml.repeat import item_prices, purchase_history, user_price_band
+from app.ml.repeat import PurchaseHistory, item_prices, purchase_history, user_price_band
 from app.ml.topk import NonFiniteScores
 
 INACTIVE_STATUSES = ("inactive", "deleted")
@@ -48,15 +54,34 @@ class _Stopwatch:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class SearchPlan:
+    """Run the model search (selection.py) in this train, with these bounds."""
+
+    max_users: int  # holdout users sampled
+    budget_s: float  # no new candidate starts after this many seconds
+
+
 def train_org_models(
-    log: InteractionLog, catalog: CatalogSnapshot, params: TrainParams, *, version: str
+    log: InteractionLog,
+    catalog: CatalogSnapshot,
+    params: TrainParams,
+    *,
+    version: str,
+    search: SearchPlan | None = None,
+    choice: Candidate | None = None,
 ) -> tuple[OrgModels, dict[str, float]]:
-    """Build every model part; raise TrainingError rather than return anything non-finite."""
+    """Build every model part; raise TrainingError rather than return anything non-finite.
+
+    `personalized`'s family is chosen by the model search when `search` is given (the previous
+    winner, `choice`, is one of its candidates), else `choice` is refitted (the default family
+    when there is none). The search's findings are in models.extra["quality"].
+    """
     if not (np.isfinite(log.weights).all() and np.isfinite(log.timestamps).all()):
         raise TrainingError("the interaction log has non-finite weights or timestamps")
     clock = _Stopwatch()
     try:
-        models = _build(log, catalog, params, version, clock)
+        models = _build(log, catalog, params, version, clock, search, choice)
     except (FactorizationFailed, NonFiniteScores) as exc:
         raise TrainingError(str(exc)) from exc
     with clock.part("validate"):
@@ -67,7 +92,13 @@ def train_org_models(
 
 
 def _build(
-    log: InteractionLog, catalog: CatalogSnapshot, params: TrainParams, version: str, clock: _Stopwatch
+    log: InteractionLog,
+    catalog: CatalogSnapshot,
+    params: TrainParams,
+    version: str,
+    clock: _Stopwatch,
+    search: SearchPlan | None,
+    choice: Candidate | None,
 ) -> OrgModels:
     k = params.knn_neighbours
     with clock.part("matrix"):
@@ -75,69 +106,41 @@ def _build(
         encoded = encode_log(log, item_ids, user_universe(log))
         user_items = decayed_matrix(encoded, params)
         allowed = _recommendable(catalog, item_ids)
-    use_ease = 0 < len(item_ids) <= params.ease_max_items
-    with clock.part("als"):
-        if use_ease:  # personalized is served by EASE: factors nobody reads are not fitted
-            user_factors = np.zeros((encoded.n_users, 0), np.float32)
-            item_factors = np.zeros((len(item_ids), 0), np.float32)
-        else:
-            user_factors, item_factors = fit_als(
-                user_items,
-                factors=params.factors,
-                iterations=params.iterations,
-                regularization=params.regularization,
-                alpha=params.alpha,
-                seed=params.seed,
-            )
-    with clock.part("ease"):
-        ease_b = fit_ease(user_items, params.ease_lambda) if use_ease else np.zeros((0, 0), np.float32)
+    with clock.part("popularity"):
+        popularity = popularity_scores(encoded, params)
+        trending = trending_scores(encoded, params)
+        penalty = exposure_penalty(encoded, params)
+    # The parts that go over every event run before any model is fitted: on a big log their
+    # temporaries (tens of bytes per event) and the factors (hundreds of bytes per user) are
+    # never in memory together. They read no parameter a model search changes.
+    tables = _event_tables(encoded, catalog, params, k=k, allowed=allowed, clock=clock)
+    found = None
+    if search is not None:
+        with clock.part("search"):
+            found = selection.search(encoded, user_items, params, allowed=allowed, max_users=search.max_users,
+                                     budget_s=search.budget_s, previous=choice)
+        choice = found.chosen or choice
+    chosen = _applicable(choice, len(item_ids), params)
+    params = chosen.applied(params)
+    quality = found.quality(chosen, version=version, interactions=len(encoded.log)) if found else None
     with clock.part("knn"):
         item_neighbors = item_knn(
             user_items, k=k, shrinkage=params.pair_shrinkage, allowed_neighbours=allowed
         )
+    with clock.part(params.personal_model):
+        fitted = personalization.fit(params.personal_model, user_items, params, item_neighbors=item_neighbors,
+                                     popularity=popularity)
     with clock.part("content"):
         index = content_index(catalog, item_ids)
         content = content_neighbours(
             index, k=k, pair_budget=params.content_pair_budget, allowed_neighbours=allowed
         )
-    with clock.part("sessions"):
-        events = encoded.log
-        sessions = assign_sessions(encoded.users, events.timestamps, events.session_ids, params.session_gap_s)
-    with clock.part("copurchase"):
-        recency = decay(events.timestamps, params.now, params.pair_half_life_s)
-        keys, bought = purchase_baskets(encoded, sessions)
-        copurchase, copurchase_counts = pair_scores(
-            basket_incidence(
-                keys, bought, len(item_ids), params.max_basket_items, weights=recency[events.is_purchase]
-            ),
-            k=k,
-            shrinkage=params.pair_shrinkage,
-            lift_weight=params.pair_lift_weight,
-            allowed_neighbours=allowed,
-            with_counts=True,
-        )
-    with clock.part("coengagement"):
-        engaged = events.weights > 0
-        coengagement, _ = pair_scores(
-            basket_incidence(
-                sessions[engaged], encoded.items[engaged], len(item_ids), params.max_basket_items,
-                weights=recency[engaged],
-            ),
-            k=k,
-            shrinkage=params.pair_shrinkage,
-            lift_weight=params.pair_lift_weight,
-            allowed_neighbours=allowed,
-        )
-    with clock.part("transitions"):
-        next_items = transitions(encoded, sessions, k=k, allowed_neighbours=allowed)
-    with clock.part("popularity"):
-        popularity = popularity_scores(encoded, params)
-        trending = trending_scores(encoded, params)
-        penalty = exposure_penalty(encoded, params)
-    with clock.part("repeat"):
-        history = purchase_history(encoded, same_occasion_s=params.session_gap_s)
-        item_price = item_prices(catalog, item_ids, encoded)
-        price_center, price_spread = user_price_band(encoded, item_price)
+    events = encoded.log
+    copurchase, copurchase_counts, coengagement, next_items = (
+        tables.copurchase, tables.copurchase_counts, tables.coengagement, tables.transitions
+    )
+    interacted, event_names, history = tables.interacted, tables.event_names, tables.history
+    item_price, price_center, price_spread = tables.item_price, tables.price_center, tables.price_spread
 
     return OrgModels(
         version=version,
@@ -147,9 +150,9 @@ def _build(
         item_ids=item_ids,
         user_ids=encoded.user_ids,
         user_items=user_items,
-        user_factors=user_factors,
-        item_factors=item_factors,
-        ease_b=ease_b,
+        user_factors=fitted.user_factors,
+        item_factors=fitted.item_factors,
+        ease_b=fitted.ease_b,
         item_neighbors=item_neighbors,
         content_neighbors=content,
         content_matrix=index.matrix,
@@ -168,7 +171,85 @@ def _build(
         user_price_center=price_center,
         user_price_spread=price_spread,
         item_price=item_price.astype(np.float32),
+        interacted=interacted,
+        event_names=event_names,
+        extra={"quality": quality} if quality is not None else {},
     )
+
+
+@dataclass(frozen=True)
+class _EventTables:
+    copurchase: csr_matrix
+    copurchase_counts: csr_matrix
+    coengagement: csr_matrix
+    transitions: csr_matrix
+    interacted: csr_matrix
+    event_names: np.ndarray
+    history: PurchaseHistory
+    item_price: np.ndarray
+    price_center: np.ndarray
+    price_spread: np.ndarray
+
+
+def _event_tables(
+    encoded: EncodedLog, catalog: CatalogSnapshot, params: TrainParams, *, k: int, allowed: np.ndarray,
+    clock: _Stopwatch,
+) -> _EventTables:
+    """Sessions, the pair and transition tables, the interacted history and buy-again cycles:
+    what is built from the events themselves (sessions and recency are freed on return)."""
+    events, n_items = encoded.log, encoded.n_items
+    with clock.part("sessions"):
+        sessions = assign_sessions(encoded.users, events.timestamps, events.sessions, params.session_gap_s)
+    with clock.part("copurchase"):
+        recency = decay(events.timestamps, params.age_origin, params.pair_half_life_s).astype(np.float32)
+        keys, bought = purchase_baskets(encoded, sessions)
+        copurchase, copurchase_counts = pair_scores(
+            basket_incidence(
+                keys, bought, n_items, params.max_basket_items, weights=recency[events.is_purchase]
+            ),
+            k=k,
+            shrinkage=params.pair_shrinkage,
+            lift_weight=params.pair_lift_weight,
+            allowed_neighbours=allowed,
+            with_counts=True,
+        )
+        assert copurchase_counts is not None  # asked for with_counts
+        del keys, bought
+    with clock.part("coengagement"):
+        engaged = events.weights > 0
+        coengagement, _ = pair_scores(
+            basket_incidence(
+                sessions[engaged], encoded.items[engaged], n_items, params.max_basket_items,
+                weights=recency[engaged],
+            ),
+            k=k,
+            shrinkage=params.pair_shrinkage,
+            lift_weight=params.pair_lift_weight,
+            allowed_neighbours=allowed,
+        )
+        del engaged, recency
+    with clock.part("transitions"):
+        next_items = transitions(encoded, sessions, k=k, allowed_neighbours=allowed)
+        del sessions
+    with clock.part("history"):
+        interacted, event_names = interacted_items(encoded)
+    with clock.part("repeat"):
+        history = purchase_history(encoded, same_occasion_s=params.session_gap_s)
+        item_price = item_prices(catalog, encoded.item_ids, encoded)
+        price_center, price_spread = user_price_band(encoded, item_price)
+    return _EventTables(copurchase, copurchase_counts, coengagement, next_items, interacted, event_names, history,
+                        item_price, price_center, price_spread)
+
+
+def _applicable(choice: Candidate | None, n_items: int, params: TrainParams) -> Candidate:
+    """The chosen family, or the default one when there is no choice yet or EASE no longer fits
+    the catalog (it grew past ease_max_items since the search)."""
+    if choice is None or (choice.model == EASE and not 0 < n_items <= params.ease_max_items):
+        family = default_family(n_items, params) if params.personal_model == "auto" else params.personal_model
+        if family == EASE and not 0 < n_items <= params.ease_max_items:
+            family = default_family(n_items, params)
+        return Candidate.of(dataclasses.replace(params, personal_model=family))
+    return choice
 
 
 def _recommendable(catalog: CatalogSnapshot, item_ids: np.ndarray) -> np.ndarray:

@@ -25,8 +25,9 @@ from typing import Any
 from app import metrics
 from app.ml.artifacts import OrgModels
 from app.model_store import ModelStore
-from app.recommend.catalog import Catalog
+from app.recommend.catalog import Catalog, CatalogTable
 from app.storage import catalog as catalog_storage
+from app.storage.catalog_chunks import catalog_chunks
 from app.storage.db import SessionFactory
 
 log = logging.getLogger("lehnz.models")
@@ -170,10 +171,7 @@ class ModelCache:
         try:
             async with self._lock(org_id):
                 models = await asyncio.to_thread(self._load_models, org_id)
-                rows = await self._catalog_rows(org_id, since=None)
-                catalog = await asyncio.to_thread(
-                    Catalog.build, rows, order=models.item_ids if models is not None else None
-                )
+                catalog = await self._full_catalog(org_id, order=models.item_ids if models is not None else None)
                 snapshot = OrgSnapshot(org_id, models, catalog, None, time.time())
                 self._install(snapshot)
                 return snapshot
@@ -188,9 +186,10 @@ class ModelCache:
                     return
                 snapshot = current
                 if self._reload_due(current):
-                    rows = await self._catalog_rows(org_id, since=None)
                     order = current.models.item_ids if current.models is not None else None
-                    catalog = await asyncio.to_thread(Catalog.build, rows, order=order)
+                    catalog = await self._full_catalog(org_id, order=order)
+                    # The filter columns requests used keep being ready (built here, not in a request).
+                    catalog = await asyncio.to_thread(catalog.with_columns, current.catalog.column_keys)
                     snapshot = replace(snapshot, catalog=catalog, catalog_loaded_at=time.time())
                 if model:
                     models = await asyncio.to_thread(self._load_models, org_id)
@@ -226,6 +225,15 @@ class ModelCache:
         if models is not None:
             models.warm()
         return models
+
+    async def _full_catalog(self, org_id: str, *, order: Any) -> Catalog:
+        """The org's whole items table, folded into compact columns a chunk at a time (off the
+        event loop), then ordered with the model's items first."""
+        table = CatalogTable()
+        async with self._sessions() as session:
+            async for rows in catalog_chunks(session, uuid.UUID(org_id)):
+                await asyncio.to_thread(table.add, rows)
+        return await asyncio.to_thread(Catalog.of_table, table, order=order)
 
     async def _catalog_rows(self, org_id: str, *, since: float | None) -> list[Any]:
         async with self._sessions() as session:

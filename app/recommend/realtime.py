@@ -23,6 +23,8 @@ from redis.exceptions import NoScriptError
 
 from app import redis_keys
 
+# `type: ignore[misc]` on an awaited command: redis-py types an async reply as Awaitable[T] | T.
+
 # An anonymous visitor who never comes back should not cost Redis memory forever.
 RECENT_TTL_S = 90 * 24 * 3600
 
@@ -150,7 +152,7 @@ def merge_users(pipe: Pipeline, org_id: str, *, into: str, sources: Iterable[str
 
 
 async def resolve_user(redis: Redis, org_id: str, user_id: str) -> str:
-    canonical = await redis.hget(redis_keys.aliases(org_id), user_id)
+    canonical = await redis.hget(redis_keys.aliases(org_id), user_id)  # type: ignore[misc]
     if canonical is None:
         return user_id
     return canonical.decode() if isinstance(canonical, bytes) else str(canonical)
@@ -192,12 +194,12 @@ _USER_STATE_SHA = hashlib.sha1(_USER_STATE.encode()).hexdigest()
 
 async def user_state(redis: Redis, org_id: str, user_id: str, *, limit: int) -> tuple[str, list[Activity]]:
     """(canonical user id, recent activity newest first) in one round trip (two after a stitch)."""
-    keys_and_args = (redis_keys.aliases(org_id), redis_keys.recent(org_id, user_id), user_id, limit)
+    keys_and_args = (redis_keys.aliases(org_id), redis_keys.recent(org_id, user_id), user_id, str(limit))
     try:
-        canonical_raw, members = await redis.evalsha(_USER_STATE_SHA, 2, *keys_and_args)
+        canonical_raw, members = await redis.evalsha(_USER_STATE_SHA, 2, *keys_and_args)  # type: ignore[misc]
     except NoScriptError:  # a Redis that has not seen the script yet (or restarted and forgot it)
         await redis.script_load(_USER_STATE)
-        canonical_raw, members = await redis.evalsha(_USER_STATE_SHA, 2, *keys_and_args)
+        canonical_raw, members = await redis.evalsha(_USER_STATE_SHA, 2, *keys_and_args)  # type: ignore[misc]
     if not canonical_raw:  # Lua false arrives as None
         return user_id, [decode(m) for m in members or []]
     canonical = canonical_raw.decode() if isinstance(canonical_raw, bytes) else str(canonical_raw)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.recommend.ranking import RankContext, Ranking
+from app.recommend.ranking import FactorRanking, RankContext, Ranking
 from app.recommend.strategies import personalized, popularity, repeat, session, similarity
 
 USER = "user_id"
@@ -20,7 +20,7 @@ ITEM_OR_CATEGORY = "context_item_id or filters.category"
 @dataclass(frozen=True)
 class Strategy:
     name: str  # canonical: session_based keeps its underscore, every other name is kebab-case
-    rank: Callable[[RankContext], Ranking | None]
+    rank: Callable[[RankContext], Ranking | FactorRanking | None]
     requires: str | None
     fallback: str | None
     mode: str  # behavioral | semantic | hybrid | popularity

@@ -6,12 +6,11 @@ import pytest
 from app.ml.cooccurrence import (
     assign_sessions,
     basket_incidence,
-    factorize,
     pair_scores,
     purchase_baskets,
     transitions,
 )
-from app.ml.interactions import CatalogSnapshot, decay, encode_log, item_universe, user_universe
+from app.ml.interactions import CatalogSnapshot, decay, encode_log, factorize, item_universe, user_universe
 from tests.ml.conftest import DAY, HOUR, NOW
 
 GAP = 30 * 60.0
@@ -30,7 +29,7 @@ def test_a_pause_longer_than_the_gap_starts_a_new_session():
     users = np.array([0, 0, 0, 0, 1, 1])
     t0 = NOW - DAY
     times = np.array([t0, t0 + 29 * 60, t0 + 29 * 60 + 31 * 60, t0 + 61 * 60 + 29 * 60, t0, t0 + 60])
-    sessions = assign_sessions(users, times, np.array([None] * 6, dtype=object), GAP)
+    sessions = assign_sessions(users, times, np.full(6, -1), GAP)
     assert sessions[0] == sessions[1] != sessions[2] == sessions[3]
     assert sessions[4] == sessions[5] and sessions[4] not in sessions[:4]
 
@@ -38,7 +37,7 @@ def test_a_pause_longer_than_the_gap_starts_a_new_session():
 def test_session_ids_win_over_the_gap_rule_and_are_per_user():
     users = np.array([0, 0, 1, 0])
     times = np.array([NOW - 5 * HOUR, NOW, NOW, NOW - HOUR])
-    ids = np.array(["s1", "s1", "s1", None], dtype=object)
+    ids, _ = factorize(["s1", "s1", "s1", None])
     sessions = assign_sessions(users, times, ids, GAP)
     assert sessions[0] == sessions[1], "same session_id hours apart is one session"
     assert sessions[2] != sessions[0], "another user's s1 is another session"
@@ -47,7 +46,7 @@ def test_session_ids_win_over_the_gap_rule_and_are_per_user():
 
 def test_events_out_of_order_are_sessionised_by_time():
     sessions = assign_sessions(np.zeros(3, np.int64), np.array([NOW, NOW - 2 * HOUR, NOW - 60]),
-                               np.array([None] * 3, dtype=object), GAP)
+                               np.full(3, -1), GAP)
     assert sessions[0] == sessions[2] != sessions[1]
 
 
@@ -70,7 +69,7 @@ def bought_together_world(events):
 
 
 def tables(encoded, params, k=10):
-    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.session_ids,
+    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.sessions,
                                params.session_gap_s)
     keys, items = purchase_baskets(encoded, sessions)
     incidence = basket_incidence(keys, items, encoded.n_items, params.max_basket_items)
@@ -137,7 +136,7 @@ def test_co_engagement_pairs_items_viewed_in_the_same_sessions(events, params):
     for user in range(20):  # the rest of the shop: sessions without the show
         events.add(f"w{user}", f"other{user}", "view").add(f"w{user}", f"other{user + 1}", "view")
     encoded = encoded_of(events.log())
-    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.session_ids, GAP)
+    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.sessions, GAP)
     engaged = encoded.log.weights > 0
     scored, counts = pair_scores(
         basket_incidence(sessions[engaged], encoded.items[engaged], encoded.n_items, 100), k=5, shrinkage=5.0,
@@ -156,7 +155,7 @@ def test_transitions_follow_the_next_distinct_item_within_a_session(events, para
     events.add("u0", "D", "view", t=NOW + 3 * HOUR)  # three hours later: a new session, no C -> D
     events.add("u1", "A", "view", t=NOW - 1 * DAY + 4 * 60).add("u1", "E", "view", t=NOW - 1 * DAY + 5 * 60)
     encoded = encoded_of(events.log())
-    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.session_ids, GAP)
+    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.sessions, GAP)
     table = transitions(encoded, sessions, k=5)
     assert row_of(table, encoded.item_ids, "A") == pytest.approx({"B": 5 / 6, "E": 1 / 6})
     assert list(row_of(table, encoded.item_ids, "A")) == ["B", "E"], "best first"
@@ -177,7 +176,7 @@ def test_recent_baskets_outweigh_old_ones_but_raw_counts_ignore_age(events, para
         events.add(f"w{n}", f"x{n}", "purchase", t=NOW - n * DAY, order=f"w{n}")
         events.add(f"w{n}", f"y{n}", "purchase", t=NOW - n * DAY, order=f"w{n}")
     encoded = encoded_of(events.log())
-    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.session_ids, GAP)
+    sessions = assign_sessions(encoded.users, encoded.log.timestamps, encoded.log.sessions, GAP)
     keys, items = purchase_baskets(encoded, sessions)
     recency = decay(encoded.log.timestamps[encoded.log.is_purchase], NOW, params.pair_half_life_s)
     incidence = basket_incidence(keys, items, encoded.n_items, params.max_basket_items, weights=recency)

@@ -61,19 +61,19 @@ def test_events_outside_the_universes_are_dropped(events, params):
 def test_log_columns_must_have_one_length():
     with pytest.raises(ValueError, match="differ in length"):
         InteractionLog(
-            user_ids=np.array(["u"], dtype=object), item_ids=np.array([], dtype=object),
-            event_names=np.array([], dtype=object), weights=np.zeros(0, np.float32),
-            is_purchase=np.zeros(0, bool), timestamps=np.zeros(0), order_ids=np.array([], dtype=object),
-            session_ids=np.array([], dtype=object), prices=np.zeros(0), quantities=np.zeros(0),
-            is_exposure=np.zeros(0, bool),
+            users=np.zeros(1, np.int32), items=np.zeros(0, np.int32), names=np.zeros(0, np.int16),
+            weights=np.zeros(0, np.float32), is_purchase=np.zeros(0, bool), timestamps=np.zeros(0),
+            orders=np.zeros(0, np.int32), sessions=np.zeros(0, np.int32), prices=np.zeros(0, np.float32),
+            is_exposure=np.zeros(0, bool), user_vocab=np.array(["u"], dtype=object),
+            item_vocab=np.empty(0, dtype=object), name_vocab=np.empty(0, dtype=object),
         )
 
 
 def test_build_defaults_mark_purchases_and_missing_context(events):
     log = events.add("u", "a", "purchase").add("u", "b", "view").log()
     assert log.is_purchase.tolist() == [True, False]
-    assert log.order_ids.tolist() == [None, None]
-    assert np.isnan(log.prices).all() and log.quantities.tolist() == [1.0, 1.0]
+    assert log.orders.tolist() == [-1, -1] and log.sessions.tolist() == [-1, -1]
+    assert np.isnan(log.prices).all()
 
 
 @pytest.mark.parametrize("field", ["decay_half_life_days", "trending_prior_events", "ease_lambda"])

@@ -1,5 +1,7 @@
 import json
+import mmap
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -50,18 +52,18 @@ def test_a_saved_bundle_loads_back_equal(tmp_path, models):
     store = ModelStore(tmp_path)
     path = store.save(ORG, models)
     assert path == tmp_path / ORG / models.version
-    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "models.npz"]
+    assert sorted(p.name for p in path.iterdir()) == ["arrays", "manifest.json"]
     loaded = store.load(ORG, models.version)
     assert_same(loaded, models)
     assert loaded.item_index == models.item_index and loaded.user_index["ü3"] == models.user_index["ü3"]
     np.testing.assert_allclose(loaded.item_factor_gram, models.item_factor_gram)
 
 
-def test_the_file_holds_no_object_arrays_and_the_manifest_describes_it(tmp_path, models):
+def test_the_files_hold_no_object_arrays_and_the_manifest_describes_them(tmp_path, models):
     path = ModelStore(tmp_path).save(ORG, models)
-    with np.load(path / "models.npz", allow_pickle=False) as npz:
-        assert all(npz[name].dtype != object for name in npz.files)
-        names = sorted(npz.files)
+    files = sorted((path / "arrays").iterdir())
+    assert all(np.load(f, allow_pickle=False).dtype != object for f in files)
+    names = [f.name.removesuffix(".npy") for f in files]
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["arrays"] == names
     assert manifest["counts"] == {"items": 3, "users": 6, "interactions": 18}
@@ -94,10 +96,10 @@ def test_prune_keeps_the_newest_and_never_the_latest(tmp_path, models):
 
 
 def test_a_failed_save_leaves_no_trace(tmp_path, models, monkeypatch):
-    def broken_savez(*args, **kwargs):
+    def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(model_store_module.np, "savez", broken_savez)
+    monkeypatch.setattr(model_store_module.np, "save", broken_save)
     store = ModelStore(tmp_path)
     with pytest.raises(OSError, match="disk full"):
         store.save(ORG, models)
@@ -130,15 +132,63 @@ def test_a_format_1_bundle_still_loads_without_content_index_or_demotion(tmp_pat
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["format"] = 1
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    with np.load(directory / "models.npz", allow_pickle=False) as npz:
-        old = {name: npz[name] for name in npz.files
-               if not name.startswith(("content_matrix", "content_tokens", "content_idf", "exposure_penalty"))}
-    np.savez(directory / "models.npz", **old)
+    old = {name: np.load(directory / "arrays" / f"{name}.npy") for name in manifest["arrays"]
+           if not name.startswith(("content_matrix", "content_tokens", "content_idf", "exposure_penalty"))}
+    single_file(directory, old)
     loaded = store.load("org", models.version)
     assert loaded.content_matrix.shape == (models.n_items, 0) and loaded.content_tokens.size == 0
     assert loaded.exposure_penalty.tolist() == [1.0] * models.n_items
     assert loaded.exposure_demotion is None  # nothing demoted: personalized skips the step
     np.testing.assert_array_equal(loaded.item_factors, models.item_factors)
+
+
+def single_file(directory, arrays) -> None:
+    """The layout of versions written before one .npy per array: one models.npz."""
+    shutil.rmtree(directory / "arrays")
+    np.savez(directory / "models.npz", **arrays)
+
+
+def file_backed(array) -> bool:
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def test_a_loaded_version_is_memory_mapped_and_read_only(tmp_path, models):
+    """Loading reads nothing up front (the api holds only the pages requests touch) and nothing
+    can write into a served model."""
+    store = ModelStore(tmp_path, mmap_min_bytes=0)
+    store.save(ORG, models)
+    loaded = store.load(ORG, models.version)
+    for array in (loaded.item_factors, loaded.popularity, loaded.item_neighbors.data, loaded.user_items.indices):
+        assert file_backed(array), type(array)
+        assert not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        loaded.popularity[0] = 1.0
+
+
+def test_small_arrays_are_read_into_memory_and_stay_read_only(tmp_path, models):
+    """A memory map holds a file descriptor while it lives: mapping every small array of every
+    cached org ran the api out of descriptors. Only arrays of at least mmap_min_bytes are mapped."""
+    store = ModelStore(tmp_path)
+    store.save(ORG, models)
+    loaded = store.load(ORG, models.version)
+    assert max(loaded.to_arrays()[name].nbytes for name in loaded.to_arrays()) < store.mmap_min_bytes
+    for array in (loaded.item_factors, loaded.popularity, loaded.item_neighbors.data):
+        assert not file_backed(array)
+        assert not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        loaded.popularity[0] = 1.0
+
+
+def test_a_single_file_version_from_before_still_loads_equal(tmp_path, models):
+    store = ModelStore(tmp_path)
+    directory = store.save(ORG, models)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    single_file(directory, {name: np.load(directory / "arrays" / f"{name}.npy") for name in manifest["arrays"]})
+    assert_same(store.load(ORG, models.version), models)
 
 
 def test_warm_builds_what_serving_derives_before_a_request_needs_it(tmp_path, models):

@@ -104,6 +104,6 @@ async def _collect_shared(state: State) -> None:
         gauge.labels(kind).set(float(value))
     for field, value in train_stats.items():
         org, what = field.decode().rsplit(":", 1)
-        gauge = metrics.TRAIN_STATS_GAUGES.get(what)
-        if gauge is not None:
-            gauge.labels(org).set(float(value))
+        stat_gauge = metrics.TRAIN_STATS_GAUGES.get(what)
+        if stat_gauge is not None:
+            stat_gauge.labels(org).set(float(value))

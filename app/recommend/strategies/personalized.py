@@ -9,19 +9,22 @@ import numpy as np
 from app.ml.als import fold_in_user, user_confidences
 from app.ml.ease import ease_scores
 from app.ml.factor_index import demote
+from app.ml.personalization import ALS, EASE, KNN, POPULAR, knn_scores
 from app.recommend.ranking import FactorRanking, RankContext, Ranking, row
 from app.recommend.realtime import Activity
+from app.recommend.strategies.popularity import popular
 
 
 def user_vector(ctx: RankContext) -> np.ndarray | None:
-    """The user's ALS factor vector with fresh events folded in, or None (no signal, or EASE).
+    """The user's ALS factor vector with fresh events folded in, or None (no signal, or the org's
+    personalized is not served by ALS).
 
     Events newer than the model (from Redis) are added to the user's trained row, so a user
     with three fresh views already gets a personal vector: ALS fold-in solves the user factor
     against the fixed item factors.
     """
     models = ctx.models
-    if models is None or ctx.user_id is None or models.n_items == 0 or models.uses_ease:
+    if models is None or ctx.user_id is None or models.n_items == 0 or models.personalization != ALS:
         return None
     fresh = ctx.fresh_activity()
     u = ctx.model_user
@@ -39,20 +42,27 @@ def user_vector(ctx: RankContext) -> np.ndarray | None:
 
 
 def user_scores(ctx: RankContext) -> np.ndarray | None:
-    """Scores over every model item for this user (not demoted), or None without any signal.
-    EASE multiplies the user's row (trained plus fresh events) by B."""
+    """Scores over every model item for this user (not demoted), or None without any signal,
+    by the family the org's model search chose (app/ml/personalization.py): ALS factors, EASE
+    or item-kNN over the user's row (trained plus fresh events), or the popularity vector."""
     models = ctx.models
     if models is None or ctx.user_id is None or models.n_items == 0:
         return None
-    if not models.uses_ease:
+    family = models.personalization
+    if family == ALS:
         vector = user_vector(ctx)
         return None if vector is None else models.item_factors @ vector
+    if family == POPULAR:
+        return models.popularity.astype(np.float64)
     items, weights = _user_history(ctx, ctx.fresh_activity())
     user_row = np.zeros(models.n_items, dtype=np.float32)
     np.add.at(user_row, items, weights)
     np.maximum(user_row, 0, out=user_row)
     if not user_row.any():
         return None
+    if family == KNN:
+        touched = np.flatnonzero(user_row)
+        return knn_scores(models.item_neighbors, touched, user_row[touched])
     return ease_scores(models.ease_b, user_row)
 
 
@@ -86,16 +96,27 @@ def personalized(ctx: RankContext) -> Ranking | FactorRanking | None:
         if vector is None:
             return None
         return FactorRanking(index, vector, "behavioral_match", exclude=purchased_items(ctx))
+    if models is not None and models.personalization == POPULAR:
+        # The org's model search found no personal model that beats popularity: serve that.
+        ranking = popular(ctx)
+        return None if ranking is None else replace(ranking, mode="popularity", exclude=purchased_items(ctx))
     return _dense_personalized(ctx)
 
 
 def _dense_personalized(ctx: RankContext) -> Ranking | None:
-    """personalized's scores for every item, computed (EASE, and the base of price-optimized)."""
+    """personalized's scores for every item, computed (EASE, kNN, and the base of price-optimized).
+    Items the user's history does not reach at all (score exactly 0: no one interacted with
+    them, or no neighbour links them) are left to the fallback, with its reason."""
     scores = user_scores(ctx)
     if scores is None:
         return None
     assert ctx.models is not None
-    return Ranking(None, demote(scores, ctx.models.exposure_demotion), "behavioral_match", exclude=purchased_items(ctx))
+    demoted = demote(scores, ctx.models.exposure_demotion)
+    if ctx.models.personalization in (EASE, KNN):
+        demoted = np.where(scores != 0, demoted, -np.inf)
+        if not np.isfinite(demoted).any():
+            return None
+    return Ranking(None, demoted, "behavioral_match", exclude=purchased_items(ctx))
 
 
 def price_optimized(ctx: RankContext) -> Ranking | FactorRanking | None:
@@ -109,6 +130,7 @@ def price_optimized(ctx: RankContext) -> Ranking | FactorRanking | None:
     base = _dense_personalized(ctx)
     if base is None:
         return None
+    reached = np.isfinite(base.scores)
     prices = ctx.models.item_price.astype(np.float64)
     known = np.isfinite(prices) & (prices > 0)
     log_price = np.log(np.where(known, prices, 1.0))
@@ -116,7 +138,7 @@ def price_optimized(ctx: RankContext) -> Ranking | FactorRanking | None:
     # Relative to the best match (not min-max): near-equal tastes stay near-equal, so price decides.
     high = float(base.scores.max())
     taste = np.clip(base.scores, 0, None) / high if high > 0 else np.ones_like(base.scores)
-    scores = taste * (_PRICE_FLOOR + (1 - _PRICE_FLOOR) * affinity)
+    scores = np.where(reached, taste * (_PRICE_FLOOR + (1 - _PRICE_FLOOR) * affinity), -np.inf)
     return Ranking(None, scores, "price_match", exclude=base.exclude)
 
 

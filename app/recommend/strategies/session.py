@@ -75,7 +75,7 @@ def session_resumption(ctx: RankContext) -> Ranking | None:
                     weights[index] = 0.5 * value / top
                     reasons[index] = "session_continuation"
         ranking = Ranking.from_weights(weights, reason="session_resume")
-        assert ranking is not None
+        assert ranking is not None and ranking.indices is not None  # weights is not empty; sparse
         labels = np.array([reasons[i] for i in ranking.indices.tolist()], dtype=object)
         return Ranking(ranking.indices, ranking.scores, "session_resume", reasons=labels)
     return None
