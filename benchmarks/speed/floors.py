@@ -113,20 +113,20 @@ def copy_floor(database_url: str, org_id: str, events: list[dict[str, Any]], *, 
 def als_alone(settings: Any, org_id: str) -> dict[str, Any]:
     """Load the org's events exactly as the trainer does, build the same matrix, time fit_als alone."""
     from app.ml.als import fit_als
-    from app.ml.interactions import decayed_matrix, encode_log, item_universe, user_universe
+    from app.ml.interactions import data_now, decayed_matrix, encode_log, item_universe, user_universe
     from app.settings import train_params
-    from workers.train_process import _load, catalog_snapshot, interaction_log
+    from workers.train_process import _load
 
     started = time.perf_counter()
-    raw = asyncio.run(_load(settings, uuid.UUID(org_id)))
-    log = interaction_log(raw)
-    catalog = catalog_snapshot(raw)
-    params = train_params(settings, now=time.time())
-    item_ids = item_universe(log, catalog)
+    data = asyncio.run(_load(settings, uuid.UUID(org_id)))
+    log = data.log
+    now = time.time()
+    params = train_params(settings, now=now, data_now=data_now(log.timestamps, now))
+    item_ids = item_universe(log, data.catalog)
     encoded = encode_log(log, item_ids, user_universe(log))
     matrix = decayed_matrix(encoded, params)
     prepared_s = time.perf_counter() - started
-    del raw, log
+    del data, log, encoded
     started = time.perf_counter()
     fit_als(
         matrix,

@@ -388,7 +388,7 @@ class LoadGen:
             raise RuntimeError(f"load generator phase {name} failed: {answer['error']}")
         with np.load(out) as arrays:
             data = {k: arrays[k] for k in arrays.files}
-        for path in [out, *(Path(s["bodies"]) for s in specs)]:
+        for path in [out, *(Path(str(s["bodies"])) for s in specs)]:
             path.unlink(missing_ok=True)
         return PhaseResult(
             name=name, templates=templates, warmup_s=warmup_s, duration_s=duration_s, modes=modes or [],

@@ -52,6 +52,7 @@ class BenchOptions:
     soak_concurrency: int = 32
     soak_scale: float = 0.1  # each soak org is this fraction of the main dataset
     profile_dir: Path | None = None  # py-spy flame graphs of the api/worker in chosen phases
+    plots: bool = True  # the PNG plots (matplotlib, the `bench` extra)
     shared_data: Path = Path("../shared/data")
     data_dir: Path | None = None
     keep: bool = False
@@ -263,6 +264,8 @@ def train_and_wait(stack: Stack, api: Api, *, timeout_s: float = 7200.0) -> dict
         "wall_s": wall,
         "parts_s": parts,
         "sum_parts_s": float(sum(parts.values())),
+        # The family personalized is served by (the org's model search chose it): its part's name.
+        "personal_model": manifest.get("params", {}).get("personal_model"),
         "items": model["items"],
         "users": model["users"],
         "interactions": model["interactions"],
@@ -497,9 +500,9 @@ def run(opts: BenchOptions, log: Callable[[str], None]) -> dict[str, Any]:
         elif opts.keep:
             log(f"kept the data dir {data_dir} (logs in {data_dir / 'logs'})")
     merged = report.write_results(opts.out, sections)
-    if "speed" in sections:
+    if "speed" in sections and opts.plots:
         report.latency_plot(raw, sections["speed"], opts.out.parent / "latency.png")
-    if "soak" in sections:
+    if "soak" in sections and opts.plots:
         report.soak_plot(sections["soak"], opts.out.parent / "soak.png")
     if opts.write_docs:
         report.write_docs(opts.docs, merged, image_dir=os.path.relpath(opts.out.parent, opts.docs.parent))

@@ -278,7 +278,7 @@ def movielens_100k(data_dir: Path) -> Dataset:
         ev_order=np.full(n, -1, np.int64),
         ev_price=np.full(n, np.nan),
         ev_quantity=np.zeros(n, np.int16),
-        categories=sorted({a["category"] for a in attributes}),
+        categories=sorted({str(a["category"]) for a in attributes}),
     )
 
 
@@ -342,7 +342,7 @@ def online_retail(data_dir: Path) -> Dataset:
         ev_order=np.asarray(ev_order, np.int64)[order],
         ev_price=np.asarray(ev_price)[order],
         ev_quantity=np.asarray(ev_qty, np.int16)[order],
-        categories=sorted({a["category"] for a in attributes}),
+        categories=sorted({str(a["category"]) for a in attributes}),
     )
 
 

@@ -81,7 +81,7 @@ def test_quick_bench_and_soak_write_every_section_with_positive_numbers(tmp_path
     assert _positive(speed["preload"]["events_copy_per_s"])
 
     train = speed["train"]
-    assert _positive(train["duration_s"]) and _positive(train["parts_s"]["als"]) and train["version"]
+    assert _positive(train["duration_s"]) and _positive(train["parts_s"][train["personal_model"]]) and train["version"]
     assert _positive(speed["floors"]["als_alone"]["seconds"])
     assert _positive(speed["floors"]["numpy_topk"]["ms"]["p99"])
     for label in ("loaded", "unloaded"):
