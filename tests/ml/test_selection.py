@@ -285,3 +285,23 @@ def test_a_candidate_expected_to_overrun_the_budget_does_not_start():
     assert selection.may_start(1, 500.0, done[:1], budget_s=1.0)
     assert selection.may_start(2, 50.0, done, budget_s=100.0)
     assert not selection.may_start(2, 70.0, done, budget_s=100.0)  # 70 + 40 > 100, though 70 < 100
+
+
+def test_items_an_ease_model_does_not_reach_are_padding_not_behavioral_matches():
+    """Catalog items nobody interacted with score exactly 0 under EASE: they fill the page after
+    the scored items with the fallback's reason, never labelled as a behavioural match."""
+    log, catalog = clustered_world(n_items=120)
+    never_touched = [f"new{i}" for i in range(30)]
+    catalog = CatalogSnapshot.build([*catalog.item_ids.tolist(), *never_touched])
+    models, _ = train_models(log, catalog, settings(model_search=False), now=NOW, version="v1")
+    assert models.personalization == EASE
+    rows = [(i, t, s, "{}", 0.0, 0.0) for i, t, s in zip(catalog.item_ids.tolist(), catalog.item_types.tolist(),
+                                                       catalog.statuses.tolist())]
+    served = Catalog.build(rows, order=models.item_ids)
+    ctx = RankContext(models=models, catalog=served, settings=settings(), now=NOW, user_id="u0",
+                      context_item=None, context_item_given=False, category=None)
+    page = rank(REGISTRY["personalized"], ctx, compile_filters(None), page=1, limit=len(served))
+    reasons = {str(served.item_ids[i]): reason for i, reason in zip(page.indices, page.reasons)}
+    assert {reasons[item] for item in never_touched if item in reasons} - {"behavioral_match"}
+    assert all(reasons[item] != "behavioral_match" for item in never_touched if item in reasons)
+    assert any(reason == "behavioral_match" for reason in reasons.values())
