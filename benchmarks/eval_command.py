@@ -18,9 +18,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks" / "quality.json"
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
-PROTOCOLS = ("movielens-gorse", "movielens-temporal", "retail-fbt", "retail-session", "tuning")
-# --quick: a slice of each dataset, small enough for the test suite (well under 30 s).
-QUICK_USERS = 150  # MovieLens user ids 1..150
+PROTOCOLS = ("movielens-gorse", "movielens-temporal", "movielens-loo", "retail-fbt", "retail-session",
+             "retail-next-basket", "tuning", "e2e")
+MOVIELENS = {"movielens-gorse", "movielens-temporal", "movielens-loo", "tuning", "e2e"}
+RETAIL = {"retail-fbt", "retail-session", "retail-next-basket", "tuning", "e2e"}
+# --quick: a slice of each dataset, small enough for the test suite.
+QUICK_USERS = 100  # MovieLens user ids 1..100
+QUICK_E2E_USERS = 40  # MovieLens user ids 1..40 through a real server (no retail end to end)
 QUICK_RETAIL_FROM = "2011-09-01"  # two months of training invoices (one for tuning), same test period
 QUICK_INVOICES = 60
 
@@ -28,20 +32,29 @@ QUICK_INVOICES = 60
 def eval_command(
     data_dir: Annotated[Path, typer.Option(help="the shared datasets folder (read in place)")] = DEFAULT_DATA,
     only: Annotated[
-        str | None, typer.Option(help=f"comma-separated subset of: {', '.join(PROTOCOLS)}")
+        str | None, typer.Option(help="comma-separated protocols to run (the names are listed above); default: all")
     ] = None,
     folds: Annotated[int, typer.Option(min=2, help="folds of the Gorse protocol")] = 5,
     session_invoices: Annotated[
         int, typer.Option(min=1, help="test invoices sampled for the session_based protocol")
     ] = 1000,
-    quick: Annotated[bool, typer.Option(help="smoke version on a small slice of each dataset")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="smoke version on a small slice of each dataset")] = False,
     out: Annotated[
         Path | None, typer.Option(help=f"JSON report (default {DEFAULT_OUT.relative_to(REPO_ROOT)}; "
                                        "--quick writes none unless given)")
     ] = None,
-    write_docs: Annotated[bool, typer.Option(help="rewrite the quality region of docs/benchmarks.md")] = False,
+    write_docs: Annotated[bool, typer.Option("--write-docs", help="rewrite the quality region of "
+                                                                  "docs/benchmarks.md")] = False,
 ) -> None:
-    """Measure recommendation quality (MovieLens 100K, UCI Online Retail) against baselines."""
+    """Measure recommendation quality (MovieLens 100K, UCI Online Retail) against baselines,
+    through the server's production path (in-process, and end to end over HTTP: `e2e`).
+
+    \b
+    Protocols (--only):
+      movielens-gorse, movielens-temporal, movielens-loo,
+      retail-fbt, retail-session, retail-next-basket, tuning,
+      e2e (a fresh `lehnz serve`, over HTTP)
+    """
     from rich.console import Console
 
     from benchmarks.quality import report
@@ -61,9 +74,13 @@ def eval_command(
     options = {"--quick": quick, f"--only {only}": bool(only), f"--folds {folds}": folds != 5,
                f"--session-invoices {session_invoices}": session_invoices != 1000, "--write-docs": write_docs}
     target = out if out is not None else (None if quick else DEFAULT_OUT)
-    fresh = {
-        "command": " ".join(["lehnz eval", *(option for option, given in options.items() if given)]),
-        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    command = " ".join(["lehnz eval", *(option for option, given in options.items() if given)])
+    generated_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    for result in results:  # which run produced each protocol's numbers survives a later --only merge
+        result["run"] = {"command": command, "generated_at": generated_at}
+    fresh: dict[str, Any] = {
+        "command": command,
+        "generated_at": generated_at,
         "machine": machine,
         "total_seconds": round(time.perf_counter() - started, 1),
         "complete": set(wanted) == set(PROTOCOLS) and not quick,
@@ -98,43 +115,66 @@ def _run(
     data_dir: Path, wanted: list[str], *, folds: int, session_invoices: int, quick: bool, console: Any
 ) -> list[dict[str, Any]]:
     from benchmarks.quality.datasets import load_movielens, load_online_retail, unix
-    from benchmarks.quality.protocols import movielens, retail, tuning
+    from benchmarks.quality.protocols import e2e, movielens, retail, tuning
     from benchmarks.quality.serving import default_settings
 
+    def progress(line: str) -> None:
+        console.print(f"[dim]  {line}[/]")
+
     settings = default_settings()
-    results = []
+    results: list[dict[str, Any]] = []
     ratings = lines = None
-    if {"movielens-gorse", "movielens-temporal", "tuning"} & set(wanted):
+    if MOVIELENS & set(wanted):
         ratings = load_movielens(data_dir)
         if quick:
             ratings = ratings.subset(ratings.users <= QUICK_USERS)
-    if {"retail-fbt", "retail-session", "tuning"} & set(wanted):
+    if RETAIL & set(wanted):
         lines = load_online_retail(data_dir)
-    if quick and lines is not None:
-        lines = lines.subset(lines.timestamps >= unix(QUICK_RETAIL_FROM))
+        if quick:
+            lines = lines.subset(lines.timestamps >= unix(QUICK_RETAIL_FROM))
     invoices = QUICK_INVOICES if quick else session_invoices
+    # Trained once per run: the retail protocols share one training, and the end-to-end
+    # protocol compares its answers with the in-process runs of the same splits.
     world: retail.RetailWorld | None = None
+    loo: movielens.LooRun | None = None
+    basket: retail.BasketRun | None = None
     for name in wanted:
         console.print(f"[dim]running {name}...[/]")
+        if name in ("retail-fbt", "retail-session", "retail-next-basket") and world is None:
+            assert lines is not None
+            world = retail.retail_world(lines, settings, train_before=retail.TEST_FROM)
         if name == "movielens-gorse":
             assert ratings is not None
             result = movielens.gorse_protocol(ratings, settings, folds=2 if quick else folds)
         elif name == "movielens-temporal":
             assert ratings is not None
             result = movielens.temporal_protocol(ratings, settings)
-        elif name in ("retail-fbt", "retail-session"):
-            assert lines is not None
-            if world is None:  # both retail protocols share one training run
-                world = retail.retail_world(lines, settings, train_before=retail.TEST_FROM)
-            if name == "retail-fbt":
-                result = retail.fbt_protocol(world, max_invoices=QUICK_INVOICES * 4 if quick else None)
-            else:
-                result = retail.session_protocol(world, max_invoices=invoices)
+        elif name == "movielens-loo":
+            assert ratings is not None
+            loo = movielens.loo_run(ratings, settings)
+            result = movielens.loo_protocol(ratings, settings, run=loo)
+        elif name == "retail-fbt":
+            assert world is not None
+            result = retail.fbt_protocol(world, max_invoices=QUICK_INVOICES * 4 if quick else None)
+        elif name == "retail-session":
+            assert world is not None
+            result = retail.session_protocol(world, max_invoices=invoices)
+        elif name == "retail-next-basket":
+            assert world is not None
+            basket = retail.basket_run(world)
+            result = retail.next_basket_protocol(world, run=basket)
+        elif name == "tuning":
+            assert ratings is not None
+            result = tuning.tuning_protocol(ratings, lines, settings, quick=quick, progress=progress)
         else:
             assert ratings is not None
-            result = tuning.tuning_protocol(
-                ratings, lines, settings, quick=quick, progress=lambda line: console.print(f"[dim]  {line}[/]")
-            )
+            if quick:  # a small slice, MovieLens only: the smoke test of the HTTP path
+                small = ratings.subset(ratings.users <= QUICK_E2E_USERS)
+                found = e2e.e2e_protocols(small, None, settings, progress=progress)
+            else:
+                found = e2e.e2e_protocols(ratings, lines, settings, loo=loo, basket=basket, progress=progress)
+            results.extend(_plain(r.to_json()) for r in found)
+            continue
         results.append(_plain(result.to_json()))
     return results
 
@@ -157,4 +197,7 @@ def _merge(target: Path | None, fresh: dict[str, Any]) -> dict[str, Any]:
     previous = json.loads(target.read_text())
     if previous.get("quick") != fresh["quick"]:
         return fresh
-    return {**fresh, "complete": False, "protocols": {**previous.get("protocols", {}), **fresh["protocols"]}}
+    kept = {key: {**protocol, "run": protocol.get("run") or {"command": previous.get("command"),
+                                                             "generated_at": previous.get("generated_at")}}
+            for key, protocol in previous.get("protocols", {}).items()}
+    return {**fresh, "complete": False, "protocols": {**kept, **fresh["protocols"]}}

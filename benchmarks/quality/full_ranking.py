@@ -1,8 +1,10 @@
-""""Rank every item not in the user's training set": the MovieLens protocols' common core.
+""""Rank every item not in the user's training set": the personalized protocols' common core.
 
-Candidates for a user are all model items (the whole MovieLens catalog, including movies
-nobody rated in training) minus the items of that user's training rows. Targets are the
-user's test items. Users without a test item, or unknown to the model, are not queries.
+Candidates for a user are all model items (the whole catalog, including items nobody had in
+training) minus the items of that user's training rows. Targets are the user's test items.
+Users without a test item, or unknown to the model, are not queries. The server is asked for
+exactly this list (`filters.exclude_interacted: true`); score-matrix baselines get it from
+`top_unseen`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from benchmarks.quality.metrics import MetricMeans, coverage
 
 # model user row -> scores over every model item (higher is better)
 Scorer = Callable[[int], np.ndarray]
+# query position (in UserQueries) -> its ranked list of model item indices, best first
+Ranker = Callable[[int], list[int]]
 
 
 @dataclass(frozen=True)
@@ -71,20 +75,33 @@ def top_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> list[int]:
 def evaluate(
     queries: UserQueries, scorer: Scorer, wanted: Sequence[tuple[str, int]], *, coverage_k: int | None = None
 ) -> tuple[dict[str, float], MetricMeans]:
-    """(mean metrics, per-query values) over the queries; the means include coverage@coverage_k
-    of the top lists when asked."""
+    """(mean metrics, per-query values) of a score matrix's top lists over the unseen items."""
+    depth = depth_of(wanted, coverage_k)
+    return evaluate_ranked(queries, lambda q: top_unseen(scorer(queries.rows[q]), queries.seen[q], depth), wanted,
+                           coverage_k=coverage_k)
+
+
+def evaluate_ranked(
+    queries: UserQueries, ranked: Ranker, wanted: Sequence[tuple[str, int]], *, coverage_k: int | None = None
+) -> tuple[dict[str, float], MetricMeans]:
+    """(mean metrics, per-query values) over the queries, given each query's ranked list (model
+    item indices, best first); the means include coverage@coverage_k of the lists when asked."""
     means = MetricMeans(wanted)
-    depth = max([k for _, k in wanted] + [coverage_k or 0])
     lists = []
-    for row, seen, targets in zip(queries.rows, queries.seen, queries.targets):
-        ranked = top_unseen(scorer(row), seen, depth)
-        means.add(ranked, targets)
+    for position, targets in enumerate(queries.targets):
+        top = ranked(position)
+        means.add(top, targets)
         if coverage_k:
-            lists.append(ranked[:coverage_k])
+            lists.append(top[:coverage_k])
     out = means.means()
     if coverage_k:
         out[f"coverage@{coverage_k}"] = coverage(lists, queries.n_items)
     return out, means
+
+
+def depth_of(wanted: Sequence[tuple[str, int]], coverage_k: int | None = None) -> int:
+    """How deep a list the metrics read."""
+    return max([k for _, k in wanted] + [coverage_k or 0])
 
 
 def matrix_scorer(scores: np.ndarray) -> Scorer:

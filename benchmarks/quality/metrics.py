@@ -93,7 +93,7 @@ class MetricMeans:
         return {label: float(np.mean(values)) if values else 0.0 for label, values in self.values.items()}
 
 
-def std_error(values: Sequence[float]) -> float:
+def std_error(values: Sequence[float] | np.ndarray) -> float:
     """Standard error of a mean over queries (0 for fewer than two)."""
     array = np.asarray(values, dtype=np.float64)
     return float(array.std(ddof=1) / np.sqrt(array.size)) if array.size > 1 else 0.0

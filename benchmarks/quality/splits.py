@@ -41,3 +41,15 @@ def last_per_user(users: np.ndarray, timestamps: np.ndarray, fraction: float) ->
         n_test = min(max(int(np.floor(fraction * count + 0.5)), 1), count - 1)
         mask[order[end - n_test:end]] = True
     return mask
+
+
+def latest_per_user(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """Each user's single latest interaction (ties by row order: the later row) as the test
+    mask, for users with 2+ interactions (leave-last-one-out)."""
+    order = np.lexsort((np.arange(len(users)), timestamps, users))
+    sorted_users = users[order]
+    last = np.r_[sorted_users[1:] != sorted_users[:-1], True]
+    first = np.r_[True, sorted_users[1:] != sorted_users[:-1]]
+    mask = np.zeros(len(users), dtype=bool)
+    mask[order[last & ~first]] = True  # a user's only interaction stays in training
+    return mask

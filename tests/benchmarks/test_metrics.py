@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks.quality import personal
 from benchmarks.quality.full_ranking import top_unseen
 from benchmarks.quality.metrics import (
     MetricMeans,
@@ -17,7 +18,7 @@ from benchmarks.quality.metrics import (
     precision_at,
     recall_at,
 )
-from benchmarks.quality.splits import last_per_user, random_folds, random_holdout
+from benchmarks.quality.splits import last_per_user, latest_per_user, random_folds, random_holdout
 
 # Hits at ranks 2 and 4 of 4; three targets, one of which (7) was never ranked.
 RANKED = [5, 3, 9, 1]
@@ -77,6 +78,34 @@ def test_last_per_user_takes_the_latest_fifth_rounded_half_up() -> None:
     times = np.array([5, 1, 4, 2, 3] + [1, 3, 2] + [1] + [2, 1], dtype=float)
     test = last_per_user(users, times, 0.2)
     assert test.tolist() == [True, False, False, False, False] + [False, True, False] + [False] + [True, False]
+
+
+def test_latest_per_user_holds_out_one_rating_and_ties_go_to_the_later_row() -> None:
+    users = np.array([1, 1, 1, 2, 2, 3])
+    times = np.array([5, 9, 9, 1, 2, 7], dtype=float)
+    test = latest_per_user(users, times)
+    assert test.tolist() == [False, False, True, False, True, False], "a single rating stays in training"
+
+
+def per_query(**values: list[float]) -> dict[str, MetricMeans]:
+    out = {}
+    for name, ndcg in values.items():
+        means = MetricMeans([("ndcg", 10)])
+        means.values["ndcg@10"] = list(ndcg)
+        out[name.replace("_", " ")] = means
+    return out
+
+
+def test_personalized_goals_allow_one_standard_error_below_the_best_baseline() -> None:
+    kinds = {"personalized": "strategy", "popular": "strategy", "ease": "baseline", "random": "baseline"}
+    # ease: mean 0.3, standard error 0.1; random would be "best" if it counted.
+    found = per_query(personalized=[0.25, 0.17], popular=[0.1, 0.1], ease=[0.4, 0.2], random=[0.9, 0.9])
+    close, ratio = personal.goals(found, kinds)
+    assert close.met and "ease 0.3000" in close.detail and "standard error 0.1000" in close.detail
+    assert ratio.met and "2.10x" in ratio.detail
+    below = per_query(personalized=[0.19, 0.19], popular=[0.15, 0.15], ease=[0.4, 0.2], random=[0.0, 0.0])
+    close, ratio = personal.goals(below, kinds)
+    assert not close.met and not ratio.met
 
 
 def test_random_splits_are_seeded_partitions() -> None:

@@ -1,5 +1,6 @@
-"""UCI Online Retail: frequently-bought-together on held-out baskets, and next-item prediction
-for session_based through the real-time path.
+"""UCI Online Retail: frequently-bought-together on held-out baskets, next-item prediction for
+session_based through the real-time path, and personalized next basket; all through the
+production path (serving.py).
 
 Every sales line is one `purchase` event (weight 10): user = CustomerID (a guest id per
 invoice when missing), order_id = InvoiceNo, timestamp = InvoiceDate, price = UnitPrice,
@@ -16,43 +17,52 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
-from app.ml.interactions import CatalogSnapshot
+from app.ml.interactions import CatalogSnapshot, InteractionLog
 from app.recommend.realtime import Activity
-from app.recommend.strategies import popularity
 from app.settings import Settings
+from benchmarks.quality import baselines, personal
 from benchmarks.quality.baselines import fill_up, row_by_value
 from benchmarks.quality.datasets import RetailLines, unix
+from benchmarks.quality.full_ranking import UserQueries, binary_matrix, depth_of, user_queries
 from benchmarks.quality.metrics import MetricMeans, paired_difference
 from benchmarks.quality.results import Goal, ProtocolResult, Row
-from benchmarks.quality.serving import Served, event_log, ranking_vector, train
+from benchmarks.quality.serving import NOW_GAP_S, Served, event_log, train
 
 TEST_FROM = "2011-11-01"
 K = 10
 FBT_METRICS = [("hr", K), ("recall", K)]
 NEXT_METRICS = [("hr", K), ("mrr", K), ("ndcg", K)]
+BASKET_METRICS = [("hr", K), ("ndcg", K), ("recall", K)]
 SAMPLE_SEED = 0
-RECENT_LIMIT = 50  # Settings.recent_activity_len: the API keeps this many recent events per user
+GUEST = "guest-"  # user id prefix of invoices without a CustomerID
+ITEM_TYPE = "product"
 
-COMMON = """\
+COMMON = f"""\
 Lines are filtered as the data README says: no `C` (cancelled) or `A` (bad debt) invoices,
 Quantity > 0, product StockCodes only (five digits plus optional letters: no POST, DOT, M,
 BANK CHARGES, gift vouchers, DCGS...), and UnitPrice > 0 (stock notes such as "damaged").
 Every remaining line is a `purchase` event (weight 10): user = CustomerID (a guest id per
 invoice when missing), order_id = InvoiceNo, timestamp = InvoiceDate (read as UTC), price =
-UnitPrice, quantity = Quantity. Invoices before 2011-11-01 train the server
-(`train_org_models`, default `TrainParams`, `now` = the newest training line); invoices from
-2011-11-01 to the end of the data (2011-12-09) are the test set. The catalog is every product
-sold in training, with its first description as title and its median price."""
+UnitPrice, quantity = Quantity. Invoices before 2011-11-01 train; invoices from 2011-11-01 to
+the end of the data (2011-12-09) are the test set. The catalog is every product sold in
+training (item_type `product`), with its first description as title and its median price.
+**Path: in-process production path**: one train with `workers.train_process.train_models` (the
+worker's function: default settings, learned models aged from the newest training line, the
+per-organisation model search on this first train), `now` = the newest training line +
+{NOW_GAP_S / 3600:g} h, the bundle saved to and loaded from a model store and served with a
+catalog built from item rows as the api does; every answer is `app.recommend.answer.answer`
+(the function behind `POST /v1/recommend`)."""
 
 FBT_DESCRIPTION = f"""\
 {COMMON} For every test invoice with at least 2 distinct StockCodes and every item of it
 that the model knows, the API's answer for `frequently-bought-together` with that item as
-`context_item_id` (page 1, limit 10, through `service.rank`, so a short list is topped up by
-the fallback chain exactly as in production) is compared with the invoice's *other* distinct
+`context_item_id` (page 1, limit 10, so a short list is topped up by the fallback chain
+exactly as in production) is compared with the invoice's *other* distinct
 items: HR@10 = at least one found, Recall@10 = found / (distinct items - 1); items the model
 never saw stay in the denominator. Baselines get the same top-up from the `popular` order:
-`popular` itself (minus the query item) and raw co-occurrence counts
+`popular` itself (the API's `popular` order, minus the query item) and raw co-occurrence counts
 (`OrgModels.copurchase_counts`, the number of training invoices holding both items; ties by
 popularity)."""
 
@@ -61,8 +71,8 @@ SESSION_DESCRIPTION = f"""\
 of t >= 1 items the task is to predict item t + 1 (one target). The prefix reaches
 `session_based` through the real-time path: it is the user's recent activity (newest first,
 one `add_to_cart` per line, one second apart, `session_id` = the invoice, at most the
-{RECENT_LIMIT} events the API keeps in Redis), and the API's answer (page 1, limit 10, through
-`service.rank`) is compared with the next item. A query needs a target and at least one
+`recent_activity_len` (50) events the API keeps in Redis) handed to `answer` as the user's
+real-time state, and the API's answer (page 1, limit 10) is compared with the next item. A query needs a target and at least one
 prefix item known to the model. Invoices are sampled (numpy seed {SAMPLE_SEED}) to bound the
 run time; see facts. Baselines: `popular` minus the prefix, and the raw co-occurrence row of
 the last prefix item. Reference, not a goal: the server's own transition table of the last
@@ -83,24 +93,17 @@ class Basket:
 @dataclass(frozen=True)
 class RetailWorld:
     served: Served
-    baskets: list[Basket]  # the test (or validation) invoices, in time order
-    popular_order: np.ndarray  # model item indices, by the `popular` strategy's score
+    trained: RetailLines  # the training lines
+    held_out: RetailLines  # the test (or validation) lines
+    baskets: list[Basket]  # the held-out invoices, in time order
+    popular_order: np.ndarray  # model item indices in the API's `popular` order
+    log: InteractionLog
+    snapshot: CatalogSnapshot
     facts: dict[str, Any]
 
 
-def retail_world(
-    lines: RetailLines,
-    settings: Settings,
-    *,
-    train_before: str,
-    test_until: str | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> RetailWorld:
-    cut = unix(train_before)
-    trained = lines.subset(lines.timestamps < cut)
-    end = unix(test_until) if test_until else np.inf
-    held_out = lines.subset((lines.timestamps >= cut) & (lines.timestamps < end))
-    log = event_log(
+def retail_log(settings: Settings, trained: RetailLines) -> InteractionLog:
+    return event_log(
         settings,
         users=trained.customers.tolist(),
         items=trained.items.tolist(),
@@ -111,17 +114,32 @@ def retail_world(
         prices=trained.prices,
         quantities=trained.quantities,
     )
-    served = train(settings, log, catalog(trained), now=float(trained.timestamps.max()), overrides=overrides)
-    popular = ranking_vector(popularity.popular(served.context()), served.models.n_items)
-    order = np.lexsort((np.arange(len(popular)), -popular))
+
+
+def split(lines: RetailLines, *, train_before: str, test_until: str | None = None) -> tuple[RetailLines, RetailLines]:
+    cut = unix(train_before)
+    end = unix(test_until) if test_until else np.inf
+    return lines.subset(lines.timestamps < cut), lines.subset((lines.timestamps >= cut) & (lines.timestamps < end))
+
+
+def retail_world(
+    lines: RetailLines, settings: Settings, *, train_before: str, test_until: str | None = None
+) -> RetailWorld:
+    trained, held_out = split(lines, train_before=train_before, test_until=test_until)
+    log, snapshot = retail_log(settings, trained), catalog(trained)
+    served = train(settings, log, snapshot)
+    order = served.full_order("popular")
     baskets = invoices(held_out)
     facts = {
+        "path": "in-process (train_models + answer)",
         "train_before": train_before, "test_until": test_until or "end of data",
         "train_lines": len(trained), "train_invoices": len(set(trained.invoices.tolist())),
         "test_invoices": len(baskets), "catalog_items": served.models.n_items,
-        "train_seconds": round(sum(served.timings.values()), 2),
+        "train_seconds": round(served.train_seconds, 1),
+        **personal.search_facts(served.quality),
     }
-    return RetailWorld(served, baskets, order[np.isfinite(popular[order])], facts)
+    return RetailWorld(served, trained, held_out, baskets, order[order < served.models.n_items], log, snapshot,
+                       facts)
 
 
 def catalog(trained: RetailLines) -> CatalogSnapshot:
@@ -131,6 +149,7 @@ def catalog(trained: RetailLines) -> CatalogSnapshot:
     ids = sorted(by_item)
     return CatalogSnapshot.build(
         ids,
+        item_types=[ITEM_TYPE] * len(ids),
         attributes=[{"title": trained.titles.get(i, ""), "price": float(np.median(by_item[i]))} for i in ids],
     )
 
@@ -175,7 +194,7 @@ def fbt_scores(world: RetailWorld, *, max_invoices: int | None = None) -> tuple[
     cache: dict[str, dict[int, list[int]]] = {}
 
     def ours(item: int) -> list[int]:
-        return served.answer("frequently-bought-together", served.context(item=item), K)
+        return served.ask("frequently-bought-together", context_item_id=models.item_ids[item], limit=K)
 
     def popular(item: int) -> list[int]:
         return fill_up([], world.popular_order, {item}, K)
@@ -263,6 +282,7 @@ def next_item_scores(world: RetailWorld, *, max_invoices: int | None = None) -> 
     served = world.served
     models = served.models
     index = models.item_index
+    recent_limit = served.settings.recent_activity_len  # the API keeps this many recent events per user
     popularity_rank = np.empty(models.n_items)
     popularity_rank[world.popular_order] = -np.arange(len(world.popular_order))
     means = {name: MetricMeans(NEXT_METRICS) for name in (
@@ -279,13 +299,13 @@ def next_item_scores(world: RetailWorld, *, max_invoices: int | None = None) -> 
                 Activity(item_id=basket.items[p], event_name="add_to_cart", event_family="conversion",
                          timestamp=basket.timestamp + p, order_id=None, session_id=basket.invoice,
                          price=basket.prices[p])
-                for p in range(position - 1, max(position - RECENT_LIMIT, 0) - 1, -1)
+                for p in range(position - 1, max(position - recent_limit, 0) - 1, -1)
             ]
             seen = set(known)
             last = known[-1]
             answers = {
-                "session_based": served.answer("session_based", served.context(user_id=basket.customer,
-                                                                                recent=recent), K),
+                "session_based": served.ask("session_based", user_id=basket.customer, recent=recent, limit=K,
+                                            now=basket.timestamp + position),
                 "popular": fill_up([], world.popular_order, seen, K),
                 "co-occurrence counts of the last item (raw)": fill_up(
                     row_by_value(models.copurchase_counts, last, popularity_rank), world.popular_order, seen, K),
@@ -316,4 +336,65 @@ def session_protocol(world: RetailWorld, *, max_invoices: int | None = None) -> 
                "session_based_minus_transitions_hr@10": f"{gap:+.4f} ± {error:.4f}"},
         goals=goals,
         seconds=time.perf_counter() - started,
+    )
+
+
+NEXT_BASKET_DESCRIPTION = f"""\
+{COMMON} Personalized next basket: every customer (a real CustomerID) who bought before
+2011-11-01 and, from then on, bought products they had not bought before that the catalog
+knows, is a query; those products are the targets (products first sold after the cut-off are
+left out: nothing could recommend them). The server is asked for page 1 of `personalized` for
+the customer with `filters.exclude_interacted: true` (the products they bought before are not
+candidates) and limit {K}; `popular` the same way. The baselines rank the same unseen products
+from the 0/1 customer x product matrix of the training lines (guests included): implicit's ALS
+used directly at the settings tuned on this dataset's validation month (October 2011, see the
+tuning protocol) and at the textbook settings, item-kNN and EASE tuned the same way, and
+random scores."""
+
+
+@dataclass(frozen=True)
+class BasketRun:
+    """Next basket measured in-process (the end-to-end protocol compares with it user by user)."""
+
+    world: RetailWorld
+    queries: UserQueries
+    x: csr_matrix  # customers x products 0/1 of the training lines (the baselines' input)
+    facts: dict[str, Any]
+    measured: personal.Measured
+    seconds: float
+
+
+def basket_run(world: RetailWorld) -> BasketRun:
+    started = time.perf_counter()
+    models = world.served.models
+    trained, held_out = world.trained, world.held_out
+    columns = (trained.customers.tolist(), trained.items.tolist())
+    customers = np.array([not c.startswith(GUEST) for c in held_out.customers.tolist()], dtype=bool)
+    later = held_out.subset(customers)
+    queries = user_queries(models.user_index, models.item_index, train=columns,
+                           test=(later.customers.tolist(), later.items.tolist()))
+    unknown = sum(item not in models.item_index for item in set(later.items.tolist()))
+    facts = {
+        "test_customers": len(set(later.customers.tolist())), "queries": len(queries.rows),
+        "targets": sum(len(t) for t in queries.targets), "test_products_unknown_to_the_catalog": unknown,
+    }
+    x = binary_matrix(models.user_index, models.item_index, *columns)
+    found = personal.methods(world.served, queries, x, baselines.TUNED["retail"], depth_of(BASKET_METRICS, K))
+    measured = personal.measure(queries, found, BASKET_METRICS, coverage_k=K)
+    return BasketRun(world, queries, x, facts, measured, time.perf_counter() - started)
+
+
+def next_basket_protocol(world: RetailWorld, *, run: BasketRun | None = None) -> ProtocolResult:
+    run = run or basket_run(world)
+    started = time.perf_counter()
+    rows, per_query, kinds = run.measured.rows, run.measured.per_query, run.measured.kinds
+    return ProtocolResult(
+        key="retail-next-basket",
+        title="Online Retail, personalized next basket (train < 2011-11-01, products new to each customer after)",
+        description=NEXT_BASKET_DESCRIPTION,
+        columns=["hr@10", "ndcg@10", "recall@10", "coverage@10"],
+        rows=rows,
+        facts={**world.facts, **run.facts, "personalized_vs_baselines_ndcg@10": personal.versus(per_query)},
+        goals=personal.goals(per_query, kinds),
+        seconds=time.perf_counter() - started + run.seconds,
     )
