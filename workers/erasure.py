@@ -15,16 +15,18 @@ from app.erasure_rule import before_erasure
 from app.queue import Queue
 from app.storage import events, identity
 from app.storage.tables import Org, ServedRecommendation, User
+from workers.context import JobContext, worker_context
 from workers.failures import handle_failure
 
 log = logging.getLogger("lehnz.worker.erasure")
 
 
-async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requested_at: float) -> int:
-    redis = ctx["redis"]
+async def erase_user(ctx: JobContext, *, org_id: str, user_id: str, requested_at: float) -> int:
+    shared = worker_context(ctx)
+    redis = shared.redis
     org_uuid = uuid.UUID(org_id)
     try:
-        async with ctx["sessions"]() as session, session.begin():
+        async with shared.sessions() as session, session.begin():
             if await session.get(Org, org_uuid) is None:
                 # The org was deleted (`lehnz org delete`) after this was queued: nothing is left
                 # to erase, and writing its tombstones would leave keys of a deleted org behind.
@@ -56,7 +58,7 @@ async def erase_user(ctx: dict[str, Any], *, org_id: str, user_id: str, requeste
         pipe.hset(redis_keys.erased(org_id), mapping={uid: requested_at for uid in ids})
         # The trained model still holds the user: count the erasure as enough new data for the
         # scheduler to retrain at its next interval, whatever LEHNZ_TRAIN_MIN_NEW_EVENTS says.
-        pipe.hincrby(redis_keys.NEW_DATA, org_id, max(1, deleted, ctx["settings"].train_min_new_events))
+        pipe.hincrby(redis_keys.NEW_DATA, org_id, max(1, deleted, shared.settings.train_min_new_events))
         await pipe.execute()
     try:
         erased = set(ids)

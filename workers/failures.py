@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from app import redis_keys
+from workers.context import JobContext, job_id, job_try, worker_context
 
 log = logging.getLogger("lehnz.worker")
 
@@ -54,34 +55,34 @@ def backoff_s(job_try: int, *, cap_s: float) -> float:
 
 
 async def handle_failure(
-    ctx: dict[str, Any], exc: Exception, *, function: str, kwargs: dict[str, Any], kind: str, records: int
+    ctx: JobContext, exc: Exception, *, function: str, kwargs: dict[str, Any], kind: str, records: int
 ) -> None:
     """Raise Retry for transient errors; otherwise (or when out of tries) dead-letter the job."""
-    settings = ctx["settings"]
-    job_try = int(ctx.get("job_try", 1))
-    if is_transient(exc) and job_try < settings.ingest_max_tries:
-        delay = backoff_s(job_try, cap_s=settings.retry_backoff_max_s)
+    settings = worker_context(ctx).settings
+    tries = job_try(ctx)
+    if is_transient(exc) and tries < settings.ingest_max_tries:
+        delay = backoff_s(tries, cap_s=settings.retry_backoff_max_s)
         log.warning(
             "transient failure in %s (try %d, %s: %s); retrying in %.1f s",
-            function, job_try, type(exc).__name__, _short(exc), delay,
+            function, tries, type(exc).__name__, _short(exc), delay,
         )
         raise Retry(defer=delay) from exc
-    log.error("parking %s job %s in the dead-letter list: %s: %s", function, ctx.get("job_id"), type(exc).__name__,
+    log.error("parking %s job %s in the dead-letter list: %s: %s", function, job_id(ctx), type(exc).__name__,
               _short(exc))
     entry = {
-        "job_id": ctx.get("job_id"),
+        "job_id": job_id(ctx) or None,
         "function": function,
         "kwargs": kwargs,
         "error": f"{type(exc).__name__}: {_short(exc)}",
-        "tries": job_try,
+        "tries": tries,
         "parked_at": time.time(),
     }
-    redis = ctx["redis"]
+    redis = worker_context(ctx).redis
     async with redis.pipeline(transaction=True) as pipe:
         pipe.rpush(redis_keys.DEAD_LETTER, orjson.dumps(entry))
         pipe.hincrby(redis_keys.INGEST_STATS, f"{kind}:failed", records)
-        if "org_id" in kwargs and ctx.get("job_id"):
-            pipe.zrem(redis_keys.pending(kwargs["org_id"]), ctx["job_id"])
+        if "org_id" in kwargs and job_id(ctx):
+            pipe.zrem(redis_keys.pending(kwargs["org_id"]), job_id(ctx))
         await pipe.execute()
 
 

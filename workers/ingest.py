@@ -19,20 +19,22 @@ from app import redis_keys
 from app.erasure_rule import before_erasure
 from app.recommend import realtime
 from app.storage import catalog, events, identity
+from workers.context import JobContext, job_id, worker_context
 from workers.failures import handle_failure
 
 log = logging.getLogger("lehnz.worker.ingest")
 
 
-async def ingest_items(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
+async def ingest_items(ctx: JobContext, *, org_id: str, records: list[dict[str, Any]]) -> int:
+    shared = worker_context(ctx)
     try:
-        async with ctx["sessions"]() as session, session.begin():
+        async with shared.sessions() as session, session.begin():
             await catalog.upsert_items(session, uuid.UUID(org_id), records)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="ingest_items", kwargs=_kw(org_id, records), kind="items",
                              records=len(records))
         return 0
-    redis = ctx["redis"]
+    redis = shared.redis
     async with redis.pipeline(transaction=True) as pipe:
         # api replicas poll this counter and refresh their catalog: status changes apply in seconds.
         pipe.incr(redis_keys.catalog_version(org_id))
@@ -41,16 +43,17 @@ async def ingest_items(ctx: dict[str, Any], *, org_id: str, records: list[dict[s
         # they reach the model-based strategies without waiting for events.
         pipe.hincrby(redis_keys.NEW_DATA, org_id, len(records))
         pipe.hincrby(redis_keys.INGEST_STATS, "items:persisted", len(records))
-        pipe.zrem(redis_keys.pending(org_id), ctx["job_id"])
+        pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
         await pipe.execute()
     return len(records)
 
 
-async def ingest_users(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
-    redis = ctx["redis"]
+async def ingest_users(ctx: JobContext, *, org_id: str, records: list[dict[str, Any]]) -> int:
+    shared = worker_context(ctx)
+    redis = shared.redis
     try:
         records = await _drop_erased(redis, org_id, records, kind="users")
-        async with ctx["sessions"]() as session, session.begin():
+        async with shared.sessions() as session, session.begin():
             if records:
                 await catalog.upsert_users(session, uuid.UUID(org_id), records)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
@@ -59,19 +62,20 @@ async def ingest_users(ctx: dict[str, Any], *, org_id: str, records: list[dict[s
         return 0
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hincrby(redis_keys.INGEST_STATS, "users:persisted", len(records))
-        pipe.zrem(redis_keys.pending(org_id), ctx["job_id"])
+        pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
         await pipe.execute()
     return len(records)
 
 
-async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[str, Any]]) -> int:
-    redis = ctx["redis"]
-    settings = ctx["settings"]
+async def ingest_events(ctx: JobContext, *, org_id: str, records: list[dict[str, Any]]) -> int:
+    shared = worker_context(ctx)
+    redis = shared.redis
+    settings = shared.settings
     try:
         # Inside the try: a Redis error here is retried like a Postgres one, never a lost job.
         records = await _drop_erased(redis, org_id, records, kind="events")
         identifies = sorted((r for r in records if r["event_name"] == "identify"), key=lambda r: r["occurred_at"])
-        async with ctx["sessions"]() as session, session.begin():
+        async with shared.sessions() as session, session.begin():
             org_uuid = uuid.UUID(org_id)
             new_ids = await events.insert_events(session, org_uuid, records) if records else set()
             # Events stored before (a client's retry, or this job's own retry after a crash between
@@ -109,28 +113,30 @@ async def ingest_events(ctx: dict[str, Any], *, org_id: str, records: list[dict[
     await realtime.record_activity(
         redis, org_id, by_user, keep=settings.recent_activity_len, repeated=set(repeated)
     )
+    await _merge_ids_identified_meanwhile(redis, org_id, list(by_user), keep=settings.recent_activity_len)
     async with redis.pipeline(transaction=True) as pipe:
         if new_ids:
             pipe.hincrby(redis_keys.NEW_DATA, org_id, len(new_ids))
         pipe.hincrby(redis_keys.INGEST_STATS, "events:persisted", len(new_ids))
-        pipe.zrem(redis_keys.pending(org_id), ctx["job_id"])
+        pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
         await pipe.execute()
     return len(new_ids)
 
 
-async def persist_served(ctx: dict[str, Any], *, rows: list[dict[str, Any]]) -> int:
+async def persist_served(ctx: JobContext, *, rows: list[dict[str, Any]]) -> int:
+    shared = worker_context(ctx)
     """The api's served-recommendation log (attribution, analytics)."""
     from app.storage import served
 
     try:
-        rows = await _forget_erased_viewers(ctx["redis"], rows)
+        rows = await _forget_erased_viewers(shared.redis, rows)
         try:
-            async with ctx["sessions"]() as session, session.begin():
+            async with shared.sessions() as session, session.begin():
                 await served.insert_served(session, rows)
         except asyncpg.exceptions.ForeignKeyViolationError:
             # An org of the batch was deleted while the insert waited on it (the insert leaves
             # out rows of deleted orgs, but checked before the delete committed): once more.
-            async with ctx["sessions"]() as session, session.begin():
+            async with shared.sessions() as session, session.begin():
                 await served.insert_served(session, rows)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(ctx, exc, function="persist_served", kwargs={"rows": rows}, kind="served",
@@ -211,6 +217,24 @@ async def _group_by_canonical_user(
     for record in records:
         by_user[canonical[record["user_id"]]].append(record)
     return by_user
+
+
+async def _merge_ids_identified_meanwhile(redis: Any, org_id: str, written: list[str], *, keep: int) -> None:
+    """An identify handled by a concurrent job between our alias lookup and our write would have
+    merged the anonymous id before our events reached it, leaving them under the anonymous id.
+    Look again after writing: whatever is an alias now is merged (a union, so merging twice is
+    harmless). If the identify's alias is written after this look, its own merge, which follows
+    that write, finds our events."""
+    if not written:
+        return
+    now_canonical = await redis.hmget(redis_keys.aliases(org_id), written)
+    late = [(user, target.decode()) for user, target in zip(written, now_canonical, strict=True) if target is not None]
+    if not late:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for user, target in late:
+            realtime.merge_users(pipe, org_id, into=target, sources=[user], keep=keep)
+        await pipe.execute()
 
 
 def _kw(org_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,11 +25,12 @@ from app.queue import Queue, create_redis, job_deserializer, job_serializer
 from app.settings import Settings
 from app.storage.db import create_engine, create_session_factory
 from workers import erasure, ingest, retention, training
+from workers.context import JobContext, WorkerContext, worker_context
 
 log = logging.getLogger("lehnz.worker")
 
 
-def build_workers(settings: Settings, ctx: dict[str, Any], redis: Any, *, burst: bool = False) -> list[Worker]:
+def build_workers(settings: Settings, ctx: JobContext, redis: Any, *, burst: bool = False) -> list[Worker]:
     common: dict[str, Any] = {
         "redis_pool": redis,
         "ctx": ctx,
@@ -86,25 +87,27 @@ def build_workers(settings: Settings, ctx: dict[str, Any], redis: Any, *, burst:
     return [ingest_worker, train_worker]
 
 
-async def open_context(settings: Settings) -> tuple[dict[str, Any], Any, Any]:
+async def open_context(settings: Settings) -> tuple[JobContext, Any, Any]:
+    """The worker's shared resources (workers/context.py), as the ctx arq hands to each job."""
     engine = create_engine(settings.database_url or "", pool_size=settings.worker_concurrency + 2)
     redis = create_redis(settings.redis_url or "")
-    ctx: dict[str, Any] = {
-        "settings": settings,
-        "engine": engine,
-        "sessions": create_session_factory(engine),
-        "redis": redis,
-        "queue": Queue(redis),
-        "model_store": ModelStore(settings.models_path),
-        "train_pool": training.new_executor(),
-    }
-    return ctx, redis, engine
+    shared = WorkerContext(
+        settings=settings,
+        engine=engine,
+        sessions=create_session_factory(engine),
+        redis=redis,
+        queue=Queue(redis),
+        model_store=ModelStore(settings.models_path),
+        train_pool=training.new_executor(),
+    )
+    return shared.job_context(), redis, engine
 
 
-async def close_context(ctx: dict[str, Any]) -> None:
-    training.stop_executor(ctx["train_pool"])
-    await ctx["redis"].aclose()
-    await ctx["engine"].dispose()
+async def close_context(ctx: JobContext) -> None:
+    shared = worker_context(ctx)
+    training.stop_executor(shared.train_pool)
+    await shared.redis.aclose()
+    await shared.engine.dispose()
 
 
 async def run(settings: Settings, *, burst: bool = False) -> None:

@@ -12,30 +12,30 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 
 from app.storage import served
 from app.storage.tables import Org
+from workers.context import JobContext, worker_context
 
 log = logging.getLogger("lehnz.worker.retention")
 
 _BATCH_ROWS = 10_000
 
 
-async def prune_served(ctx: dict[str, Any], *, batch_rows: int = _BATCH_ROWS) -> int:
+async def prune_served(ctx: JobContext, *, batch_rows: int = _BATCH_ROWS) -> int:
     """Delete served-log rows older than the retention period; returns how many went.
 
     Runs as an ingest job, so within the ingest job timeout: it stops starting batches after
     half of it (the cron runs every 10 minutes)."""
-    settings = ctx["settings"]
+    settings = worker_context(ctx).settings
     days = settings.served_retention_days
     if days <= 0:
         return 0
     before = datetime.now(UTC) - timedelta(days=days)
     deadline = time.monotonic() + settings.ingest_job_timeout_s / 2
-    sessions = ctx["sessions"]
+    sessions = worker_context(ctx).sessions
     async with sessions() as session:
         org_ids = list(await session.scalars(select(Org.id)))
     deleted = 0

@@ -28,6 +28,7 @@ from app.settings import Settings
 from app.storage import training_runs
 from app.storage.tables import Event, TrainingRun
 from app.supervisor import exit_with_parent
+from workers.context import JobContext, worker_context
 
 log = logging.getLogger("lehnz.worker.training")
 
@@ -128,9 +129,9 @@ async def wait_for_queued_ingest(
     return waiting
 
 
-async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual") -> dict[str, Any]:
-    settings: Settings = ctx["settings"]
-    redis = ctx["redis"]
+async def train_org(ctx: JobContext, *, org_id: str, reason: str = "manual") -> dict[str, Any]:
+    shared = worker_context(ctx)
+    settings, redis = shared.settings, shared.redis
     started = datetime.now(UTC)
     await redis.hdel(redis_keys.TRAIN_AGAIN, org_id)  # taken: this train starts after those requests
     await wait_for_queued_ingest(redis, org_id, reason=reason)
@@ -144,7 +145,7 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
         loop = asyncio.get_running_loop()
         try:
             summary = await loop.run_in_executor(
-                ctx["train_pool"], run_training, org_id, settings.model_dump(), previous_quality, search
+                shared.train_pool, run_training, org_id, settings.model_dump(), previous_quality, search
             )
         finally:
             heartbeat.cancel()  # and wait for it, so no late beat re-sets the flag cleared below
@@ -158,7 +159,7 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the previous model keeps serving
         await _restore_search_request(redis, org_id, search)
         if "BrokenProcessPool" in type(exc).__name__:
-            ctx["train_pool"] = new_executor()
+            shared.train_pool = new_executor()  # the next train gets a working pool
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if not await _record(ctx, org_id, started=started, status="failed", error=error):
             return await _org_deleted_meanwhile(ctx, org_id)
@@ -181,7 +182,7 @@ async def train_org(ctx: dict[str, Any], *, org_id: str, reason: str = "manual")
         })
         pipe.delete(redis_keys.training(org_id))
         await pipe.execute()
-    ctx["model_store"].prune(org_id, keep=3)
+    shared.model_store.prune(org_id, keep=3)
     log.info("trained org %s: version %s in %d ms", org_id, summary["version"], summary["duration_ms"])
     return {"status": "succeeded", **summary}
 
@@ -197,9 +198,9 @@ def _quality_stats(org_id: str, quality: dict[str, Any] | None) -> dict[str, flo
     return stats
 
 
-async def _last_quality(ctx: dict[str, Any], org_id: str) -> dict[str, Any] | None:
+async def _last_quality(ctx: JobContext, org_id: str) -> dict[str, Any] | None:
     """What the org's last succeeded train recorded of its model search (None: never searched)."""
-    async with ctx["sessions"]() as session:
+    async with worker_context(ctx).sessions() as session:
         run = await training_runs.latest(session, uuid.UUID(org_id), status="succeeded")
     return run.quality if run is not None else None
 
@@ -218,23 +219,24 @@ def _org_missing(exc: IntegrityError) -> bool:
     return code == "23503"  # foreign_key_violation
 
 
-async def _org_deleted_meanwhile(ctx: dict[str, Any], org_id: str) -> dict[str, Any]:
+async def _org_deleted_meanwhile(ctx: JobContext, org_id: str) -> dict[str, Any]:
     """`lehnz org delete` ran while this org trained: remove what the train wrote, record nothing."""
-    ctx["model_store"].delete_org(org_id)
-    await ctx["redis"].delete(redis_keys.training(org_id))
+    shared = worker_context(ctx)
+    shared.model_store.delete_org(org_id)
+    await shared.redis.delete(redis_keys.training(org_id))
     log.info("org %s was deleted while it trained; its new model was discarded", org_id)
     return {"status": "org deleted"}
 
 
 async def _record(
-    ctx: dict[str, Any], org_id: str, *, started: datetime, status: str,
+    ctx: JobContext, org_id: str, *, started: datetime, status: str,
     summary: dict[str, Any] | None = None, error: str | None = None,
 ) -> bool:
     """Record the run; False when its org no longer exists (deleted while it trained)."""
     finished = datetime.now(UTC)
     summary = summary or {}
     try:
-        async with ctx["sessions"]() as session, session.begin():
+        async with worker_context(ctx).sessions() as session, session.begin():
             session.add(
                 TrainingRun(
                     org_id=uuid.UUID(org_id),
@@ -257,14 +259,14 @@ async def _record(
     return True
 
 
-async def schedule_training(ctx: dict[str, Any]) -> int:
+async def schedule_training(ctx: JobContext) -> int:
     """Cron: queue a train for every org with enough new data whose model is older than the interval,
     and for every org that has events but no model yet (e.g. after a bulk import)."""
-    settings: Settings = ctx["settings"]
-    redis = ctx["redis"]
+    shared = worker_context(ctx)
+    settings, redis = shared.settings, shared.redis
     await release_orphaned_trains(redis, settings)
     new_data = {k.decode(): int(v) for k, v in (await redis.hgetall(redis_keys.NEW_DATA)).items()}
-    async with ctx["sessions"]() as session:
+    async with worker_context(ctx).sessions() as session:
         last_success = dict(
             (
                 await session.execute(
@@ -274,10 +276,10 @@ async def schedule_training(ctx: dict[str, Any]) -> int:
                 )
             ).all()
         )
-        with_events = set((await session.scalars(select(Event.org_id).distinct())).all()) if ctx.get(
-            "check_untrained", True
-        ) else set()
-    ctx["check_untrained"] = False  # the scan of all orgs runs once per worker start; counters do the rest
+        with_events = (
+            set((await session.scalars(select(Event.org_id).distinct())).all()) if shared.check_untrained else set()
+        )
+    shared.check_untrained = False  # the scan of all orgs runs once per worker start; counters do the rest
     now = datetime.now(UTC)
     queued = 0
     due: dict[str, str] = {}
@@ -297,7 +299,7 @@ async def schedule_training(ctx: dict[str, Any]) -> int:
     for raw in await redis.hkeys(redis_keys.TRAIN_AGAIN):  # asked while a train of the org ran
         due.setdefault(raw.decode() if isinstance(raw, bytes) else raw, "asked while training")
     for org_id, reason in due.items():
-        await ctx["queue"].enqueue_train(org_id, reason=reason)
+        await shared.queue.enqueue_train(org_id, reason=reason)
         queued += 1
     return queued
 

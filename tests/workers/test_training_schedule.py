@@ -49,6 +49,35 @@ async def test_an_org_with_data_but_no_model_is_trained_on_startup(
     assert status["model"] is not None and status["model"]["interactions"] == 1
 
 
+async def test_the_scan_of_untrained_orgs_runs_once_per_worker_start_not_every_tick(
+    client: Any, org: OrgKeys, settings: Any, redis: Any, drain: Any
+) -> None:
+    """arq calls every job with its own copy of the worker's ctx. The scheduler's "scan every
+    org once per start" flag (a SELECT DISTINCT over all events) used to be set on that copy, so
+    it ran on every tick; it lives in the shared WorkerContext now (workers/context.py)."""
+    await client.post("/v1/ingest/items/upsert", json=[item("a")], headers=org.sk)
+    await client.post("/v1/ingest/events/ingest", json=[event("u", "view", "a")], headers=org.pk)
+    await drain()
+    await redis.hdel(redis_keys.NEW_DATA, org.org_id)  # only the scan can find this org
+    ctx, _, _ = await open_context(settings)
+    try:
+        await training.schedule_training({**ctx, "job_id": "tick-1"})  # as arq calls a cron job
+        await _keep_only(redis, org)
+        assert await _queued(redis, org)
+        await _unqueue(redis, org)  # e.g. the train ran and failed: the next tick must not rescan
+        await training.schedule_training({**ctx, "job_id": "tick-2"})
+        await _keep_only(redis, org)
+        assert not await _queued(redis, org)
+    finally:
+        await close_context(ctx)
+
+
+async def _unqueue(redis: Any, org: OrgKeys) -> None:
+    job_id = redis_keys.train_job_id(org.org_id)
+    await redis.zrem(redis_keys.TRAIN_QUEUE, job_id)
+    await redis.delete(job_key_prefix + job_id)
+
+
 async def test_new_data_triggers_a_retrain_only_after_the_interval(
     client: Any, org: OrgKeys, settings: Any, redis: Any, drain: Any
 ) -> None:
