@@ -16,7 +16,6 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
-from sqlalchemy import select
 
 from app import redis_keys
 from app.errors import NotFound
@@ -26,7 +25,6 @@ from app.queue import Queue
 from app.storage import orgs
 from app.storage.counts import stored_counts
 from app.storage.db import SessionFactory
-from app.storage.tables import Org
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,8 @@ async def delete_org(sessions: SessionFactory, redis: ArqRedis, store: ModelStor
     gone, its Redis keys and model files may not be). Raises NotFound for an unknown slug."""
     counts = {"items": 0, "users": 0, "events": 0}
     async with sessions() as session, session.begin():
-        found = await session.scalar(select(Org).where(Org.slug == org))
+        found = await orgs.lookup_org(session, org)
         as_id = _uuid(org)
-        if found is None and as_id is not None:
-            found = await session.get(Org, as_id)
         if found is None and as_id is None:
             raise NotFound("No such organisation")
         if found is not None:

@@ -8,13 +8,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, update
-
 from app import redis_keys
 from app.erasure_rule import before_erasure
 from app.queue import Queue
-from app.storage import events, identity
-from app.storage.tables import Org, ServedRecommendation, User
+from app.storage import catalog, events, identity, orgs, served
 from workers.context import JobContext, worker_context
 from workers.failures import handle_failure
 
@@ -27,7 +24,7 @@ async def erase_user(ctx: JobContext, *, org_id: str, user_id: str, requested_at
     org_uuid = uuid.UUID(org_id)
     try:
         async with shared.sessions() as session, session.begin():
-            if await session.get(Org, org_uuid) is None:
+            if not await orgs.exists(session, org_uuid):
                 # The org was deleted (`lehnz org delete`) after this was queued: nothing is left
                 # to erase, and writing its tombstones would leave keys of a deleted org behind.
                 log.info("erasure for deleted org %s skipped", org_id)
@@ -35,15 +32,8 @@ async def erase_user(ctx: JobContext, *, org_id: str, user_id: str, requested_at
             canonical = await identity.resolve(session, org_uuid, user_id)
             ids = sorted({user_id, canonical, *await identity.aliases_of(session, org_uuid, canonical)})
             deleted = await events.delete_user_events(session, org_uuid, ids, erased_at=requested_at)
-            await session.execute(delete(User).where(User.org_id == org_uuid, User.user_id.in_(ids)))
-            # What was recommended to them stays counted in analytics, no longer tied to the person.
-            # Rows served after the request (the user came back) keep theirs.
-            await session.execute(
-                update(ServedRecommendation)
-                .where(ServedRecommendation.org_id == org_uuid, ServedRecommendation.user_id.in_(ids),
-                       ServedRecommendation.served_at <= datetime.fromtimestamp(requested_at, UTC))
-                .values(user_id=None)
-            )
+            await catalog.delete_users(session, org_uuid, ids)
+            await served.forget_viewer(session, org_uuid, ids, served_until=datetime.fromtimestamp(requested_at, UTC))
             await identity.delete_aliases(session, org_uuid, canonical)
     except Exception as exc:  # noqa: BLE001 - retried or dead-lettered by handle_failure, never dropped
         await handle_failure(

@@ -13,10 +13,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-
-from app.storage import served
-from app.storage.tables import Org
+from app.storage import orgs, served
 from workers.context import JobContext, worker_context
 
 log = logging.getLogger("lehnz.worker.retention")
@@ -37,7 +34,7 @@ async def prune_served(ctx: JobContext, *, batch_rows: int = _BATCH_ROWS) -> int
     deadline = time.monotonic() + settings.ingest_job_timeout_s / 2
     sessions = worker_context(ctx).sessions
     async with sessions() as session:
-        org_ids = list(await session.scalars(select(Org.id)))
+        org_ids = await orgs.list_org_ids(session)
     deleted = 0
     for org_id in org_ids:
         while time.monotonic() < deadline:

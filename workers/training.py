@@ -20,13 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app import redis_keys
 from app.settings import Settings
-from app.storage import training_runs
-from app.storage.tables import Event, TrainingRun
+from app.storage import events, training_runs
 from app.supervisor import exit_with_parent
 from workers.context import JobContext, worker_context
 
@@ -237,21 +235,8 @@ async def _record(
     summary = summary or {}
     try:
         async with worker_context(ctx).sessions() as session, session.begin():
-            session.add(
-                TrainingRun(
-                    org_id=uuid.UUID(org_id),
-                    status=status,
-                    version=summary.get("version"),
-                    started_at=started,
-                    finished_at=finished,
-                    duration_ms=int(summary.get("duration_ms") or (finished - started).total_seconds() * 1000),
-                    items=summary.get("items", 0),
-                    users=summary.get("users", 0),
-                    interactions=summary.get("interactions", 0),
-                    error=error,
-                    quality=summary.get("quality"),
-                )
-            )
+            training_runs.add_run(session, uuid.UUID(org_id), status=status, started=started, finished=finished,
+                                  summary=summary, error=error)
     except IntegrityError as exc:
         if not _org_missing(exc):
             raise
@@ -266,19 +251,9 @@ async def schedule_training(ctx: JobContext) -> int:
     settings, redis = shared.settings, shared.redis
     await release_orphaned_trains(redis, settings)
     new_data = {k.decode(): int(v) for k, v in (await redis.hgetall(redis_keys.NEW_DATA)).items()}
-    async with worker_context(ctx).sessions() as session:
-        last_success = dict(
-            (
-                await session.execute(
-                    select(TrainingRun.org_id, func.max(TrainingRun.finished_at))
-                    .where(TrainingRun.status == "succeeded")
-                    .group_by(TrainingRun.org_id)
-                )
-            ).all()
-        )
-        with_events = (
-            set((await session.scalars(select(Event.org_id).distinct())).all()) if shared.check_untrained else set()
-        )
+    async with shared.sessions() as session:
+        last_success = await training_runs.last_success_by_org(session)
+        with_events = await events.orgs_with_events(session) if shared.check_untrained else set()
     shared.check_untrained = False  # the scan of all orgs runs once per worker start; counters do the rest
     now = datetime.now(UTC)
     queued = 0

@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.storage.base import driver_connection
+from app.storage.tables import User
 
 # A retried (older) job must never overwrite a newer upsert: rows remember the api receive time
 # of the upsert that wrote them, and only a later-or-equal one replaces them. created_at is the
@@ -141,3 +143,8 @@ async def load_catalog_rows(session: AsyncSession, org_id: uuid.UUID, *, changed
         async for row in conn.cursor(_CATALOG_COLUMNS, org_id, prefetch=_CHUNK_ROWS):
             rows.append(row)
     return rows
+
+
+async def delete_users(session: AsyncSession, org_id: uuid.UUID, user_ids: list[str]) -> None:
+    """The users' profiles (an erasure: workers/erasure.py)."""
+    await session.execute(delete(User).where(User.org_id == org_id, User.user_id.in_(user_ids)))

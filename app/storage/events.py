@@ -93,3 +93,9 @@ async def delete_user_events(
 
 async def count_events(session: AsyncSession, org_id: uuid.UUID) -> int:
     return int(await session.scalar(select(func.count()).select_from(Event).where(Event.org_id == org_id)) or 0)
+
+
+async def orgs_with_events(session: AsyncSession) -> set[uuid.UUID]:
+    """Every org that has stored events (a scan of the whole table: the scheduler runs it once
+    per worker start)."""
+    return set((await session.scalars(select(Event.org_id).distinct())).all())

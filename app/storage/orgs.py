@@ -87,7 +87,11 @@ async def get_org(session: AsyncSession, org_id: uuid.UUID) -> Org:
     return org
 
 
-async def find_org(session: AsyncSession, ref: str) -> Org:
+async def exists(session: AsyncSession, org_id: uuid.UUID) -> bool:
+    return await session.get(Org, org_id) is not None
+
+
+async def lookup_org(session: AsyncSession, ref: str) -> Org | None:
     """By org id or by slug (tenant id), as the CLI's --org takes it. (A slug may look like a
     UUID: an id that matches no org is tried as a slug.)"""
     org = None
@@ -95,6 +99,12 @@ async def find_org(session: AsyncSession, ref: str) -> Org:
         org = await session.get(Org, uuid.UUID(ref))
     if org is None:
         org = await session.scalar(select(Org).where(Org.slug == ref))
+    return org
+
+
+async def find_org(session: AsyncSession, ref: str) -> Org:
+    """lookup_org, or NotFound saying where the orgs are listed."""
+    org = await lookup_org(session, ref)
     if org is None:
         raise NotFound(f"no organisation {ref!r} (`lehnz org list` shows them)")
     return org

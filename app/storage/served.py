@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.storage.base import driver_connection
+from app.storage.tables import ServedRecommendation
 
 _INSERT = """
 INSERT INTO served_recommendations (org_id, recommendation_id, strategy, mode, user_id, context_item_id,
@@ -54,3 +60,14 @@ async def delete_older(session: Any, org_id: Any, before: Any, *, limit: int) ->
     conn = await driver_connection(session)
     status = await conn.execute(_DELETE_OLDER, org_id, before, limit)
     return int(status.split()[-1])  # "DELETE n"
+
+
+async def forget_viewer(session: AsyncSession, org_id: uuid.UUID, user_ids: list[str], *, served_until: datetime) -> None:
+    """What was recommended to these users until `served_until` stays counted in analytics, no
+    longer tied to the person (an erasure); rows served later (they came back) keep theirs."""
+    await session.execute(
+        update(ServedRecommendation)
+        .where(ServedRecommendation.org_id == org_id, ServedRecommendation.user_id.in_(user_ids),
+               ServedRecommendation.served_at <= served_until)
+        .values(user_id=None)
+    )
