@@ -172,8 +172,9 @@ class ComposeStack:
         assert process.returncode is not None
         return Result(process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
-    async def compose(self, *args: str, timeout: float = 300, check: bool = True) -> Result:
-        argv = [
+    def _compose_argv(self, *args: str) -> list[str]:
+        """docker-compose with the project's file, the host-network override and this project."""
+        return [
             self.python,
             str(COMPOSE_HOST),
             "--file",
@@ -186,7 +187,9 @@ class ComposeStack:
             self.project,
             *args,
         ]
-        result = await self._run(argv, timeout=timeout)
+
+    async def compose(self, *args: str, timeout: float = 300, check: bool = True) -> Result:
+        result = await self._run(self._compose_argv(*args), timeout=timeout)
         if check and result.code != 0:
             raise ComposeError(
                 f"docker-compose {' '.join(args)} exited with {result.code}:\n{result.stderr[-3000:]}\n"
@@ -232,24 +235,8 @@ class ComposeStack:
         return await self.compose("exec", "-T", service, *argv, timeout=timeout, check=False)
 
     async def logs(self, *services: str, tail: int = 60) -> str:
-        argv = [
-            self.python,
-            str(COMPOSE_HOST),
-            "--file",
-            str(COMPOSE_FILE),
-            "--file",
-            str(OVERRIDE_FILE),
-            "--project-directory",
-            str(self.directory),
-            "--project-name",
-            self.project,
-            "logs",
-            "--no-color",
-            f"--tail={tail}",
-            *services,
-        ]
         try:
-            result = await self._run(argv, timeout=60)
+            result = await self._run(self._compose_argv("logs", "--no-color", f"--tail={tail}", *services), timeout=60)
         except ComposeError as error:
             return f"(no logs: {error})"
         return (
