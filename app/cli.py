@@ -407,8 +407,8 @@ def org_set_limit(
     limit: Annotated[str, typer.Option(help='e.g. "5000/15minutes", or "default" for LEHNZ_RATE_LIMIT')],
 ) -> None:
     """Override the per-org rate limit (shared by all the org's keys)."""
-    from app.api.rate_limit import parse_limit
     from app.key_epoch import announce_key_change
+    from app.limit_syntax import parse_limit
     from app.storage import orgs
 
     value = None if limit == "default" else limit

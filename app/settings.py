@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.limit_syntax import parse_limit
 from app.ml.interactions import TrainParams
 
 # The one default of every training tunable lives on TrainParams; Settings reads it from there.
@@ -170,6 +171,12 @@ class Settings(BaseSettings):
     @classmethod
     def _over_default_families(cls, value: dict[str, float]) -> dict[str, float]:
         return {**DEFAULT_FAMILY_WEIGHTS, **value}
+
+    @field_validator("rate_limit", "auth_rate_limit")
+    @classmethod
+    def _a_rate_limit(cls, value: str) -> str:
+        parse_limit(value)  # "1000/15minutes": a typo fails at start, not on the first request
+        return value
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod

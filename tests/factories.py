@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import func, select
+
 from app.storage import orgs
 
 
@@ -54,3 +56,12 @@ def user(user_id: str, **overrides: Any) -> dict[str, Any]:
     record: dict[str, Any] = {"user_id": user_id, "status": "active", "created_at": "2026-01-01T00:00:00Z"}
     record.update(overrides)
     return record
+
+
+async def count(db: Any, table: Any, org: OrgKeys, *where: Any) -> int:
+    async with db() as session:
+        return int(
+            await session.scalar(
+                select(func.count()).select_from(table).where(table.org_id == uuid.UUID(org.org_id), *where)
+            )
+        )

@@ -20,10 +20,9 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 from fastapi import Request
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
 from limits.errors import StorageError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -32,6 +31,7 @@ from slowapi import Limiter
 from app import metrics, redis_keys
 from app.breaker import Breaker
 from app.errors import RateLimited, ServiceUnavailable
+from app.limit_syntax import parse_limit
 from app.settings import Settings
 from app.storage.orgs import KeyOwner
 
@@ -54,14 +54,6 @@ return count
 # the limit (and never more than _MAX_LEASE), so replicas can overshoot the shared limit by at
 # most that much each; limits under 100 requests are counted exactly, one by one.
 _MAX_LEASE = 20
-
-
-@lru_cache(maxsize=256)
-def parse_limit(value: str) -> RateLimitItem:
-    try:
-        return parse(value)
-    except ValueError:
-        raise ValueError(f"invalid rate limit {value!r}; use e.g. '1000/15minutes' or '100/minute'") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@ traceback; and every --org takes the org id as well as the slug."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -18,7 +17,7 @@ from tests.factories import OrgKeys
 
 pytestmark = pytest.mark.slow
 
-UNKNOWN_ID = str(uuid.uuid4())
+UNKNOWN_ID = "6f1c0e2a-5b7d-4c1e-9a3f-0d2b8e4c7a11"  # a fixed id no org has (test ids must not vary between collections)
 NO_ORG = "no organisation 'no-such-org'"
 DOWN_REDIS = {"LEHNZ_REDIS_URL": "redis://127.0.0.1:1/0"}
 
@@ -63,6 +62,7 @@ CASES: list[tuple[list[str], dict[str, str], str]] = [
     (["keys", "revoke", "--org", "{org}", "--key-id", UNKNOWN_ID], DOWN_REDIS,
      "cannot connect to Redis at redis://127.0.0.1:1/0"),
     (["org", "list"], {"LEHNZ_PORT": "eighty"}, "invalid setting LEHNZ_PORT"),
+    (["org", "list"], {"LEHNZ_RATE_LIMIT": "lots"}, "invalid rate limit 'lots'"),
     (["train", "--org", "{org}"], {"LEHNZ_REDIS_URL": "{idle_redis}"}, "no worker is consuming the train"),
 ]
 

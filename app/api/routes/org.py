@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from app.api.deps import OperatorOrg, QueueDep, Session, SettingsDep, State
 from app.api.envelope import ok
 from app.api.openapi import error_responses
-from app.api.rate_limit import parse_limit
+from app.limit_syntax import parse_limit
 from app.schemas.browse import OrgSettings, Overview
 from app.schemas.envelope import Envelope
 from app.storage import counts, orgs
