@@ -554,7 +554,7 @@ async def _train(
                            "`lehnz serve` (or `lehnz worker`) for this database, or train here with --inline")
     async with resources.sessions() as session:
         before = await training_runs.latest(session, org.id)
-    job_id = await resources.queue.enqueue_train(org_id, reason="cli")
+    job_id = await resources.queue.enqueue_train(org_id, reason="cli", asked=True)
     if not wait:
         return {"status": "queued", "job_id": job_id}
     _note(f"queued the train of {org.slug}; waiting up to {timeout:g} s for the worker "

@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -29,6 +30,11 @@ from app.errors import ServiceUnavailable
 INGEST_KINDS = ("items", "users", "events")
 # A job waiting longer than this (Postgres down for a month) is still not dropped by arq.
 _INGEST_EXPIRES_MS = 30 * 24 * 3600 * 1000
+# A train someone asked for (POST /v1/models/train, `lehnz train`, the dashboard's "Train now")
+# is queued this far in the past, so it runs before the scheduler's backlog (after a restart,
+# every org with events and no model is due at once); among asked trains, by the time asked.
+_ASKED_AHEAD_S = 365 * 24 * 3600
+_TRAIN_EXPIRES_S = 24 * 3600  # arq's default life of a queued job; given, since the score is in the past
 
 # `type: ignore` on redis calls: redis-py types an async reply as Awaitable[T] | T [misc], and
 # values as str where it also takes floats and bytes [arg-type].
@@ -133,25 +139,35 @@ class Queue:
         assert job is not None
         return job.job_id
 
-    async def enqueue_train(self, org_id: str, *, reason: str, search: bool = False) -> str:
+    async def enqueue_train(self, org_id: str, *, reason: str, search: bool = False, asked: bool = False) -> str:
         """Coalesced: while a train of this org is pending, asking again returns the same job id.
         While one runs (it may have read the org's data before this request), one more train
         follows it: the scheduler queues it (workers/training.py).
         `search`: the next train of the org runs the model search (also when it is already queued
-        or running: the request waits in Redis for the train that takes it)."""
+        or running: the request waits in Redis for the train that takes it).
+        `asked`: a person asked for it: it goes ahead of the scheduled trains (also when the
+        scheduler had queued it already)."""
         job_id = redis_keys.train_job_id(org_id)
+        ahead: dict[str, Any] = {}
+        if asked:
+            ahead = {"_defer_until": datetime.fromtimestamp(time.time() - _ASKED_AHEAD_S, UTC),
+                     "_expires": _TRAIN_EXPIRES_S}
         try:
             if search:
                 await self.redis.hset(  # type: ignore[misc]
                     redis_keys.SEARCH_REQUESTED, org_id, time.time()  # type: ignore[arg-type]
                 )
             queued = await self.redis.enqueue_job(
-                "train_org", org_id=org_id, reason=reason, _job_id=job_id, _queue_name=redis_keys.TRAIN_QUEUE
+                "train_org", org_id=org_id, reason=reason, _job_id=job_id, _queue_name=redis_keys.TRAIN_QUEUE,
+                **ahead,
             )
             if queued is None and await self.redis.exists(in_progress_key_prefix + job_id):
                 await self.redis.hset(  # type: ignore[misc]
                     redis_keys.TRAIN_AGAIN, org_id, time.time()  # type: ignore[arg-type]
                 )
+            elif queued is None and asked:  # queued by the scheduler: moved to the front (XX: never re-added)
+                score = (time.time() - _ASKED_AHEAD_S) * 1000
+                await self.redis.zadd(redis_keys.TRAIN_QUEUE, {job_id: score}, xx=True, lt=True)
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable() from exc
         return job_id

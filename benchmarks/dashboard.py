@@ -216,7 +216,7 @@ async def run(args: argparse.Namespace, urls: Any, data_dir: Path) -> dict[str, 
     seeded = await _seed(urls.database_url, org_id, ds, served=args.served)
     log(f"loaded in {seeded['items_s'] + seeded['events_s'] + seeded['users_served_s']:.0f} s; training ...")
     redis = create_redis(urls.redis_url)
-    await Queue(redis).enqueue_train(org_id, reason="bench")
+    await Queue(redis).enqueue_train(org_id, reason="bench", asked=True)
     await redis.aclose()
     started = time.perf_counter()
     await run_worker(settings, burst=True)

@@ -239,22 +239,36 @@ def wait_until(check: Callable[[], Any], *, timeout_s: float, what: str, stack: 
 
 def train_and_wait(stack: Stack, api: Api, *, timeout_s: float = 7200.0) -> dict[str, Any]:
     """Ask for a train; wait for the new version; return it with the manifest's part timings."""
-    before = api.status()
-    previous = (before.get("model") or {}).get("version")
+    return wait_trained(stack, api, ask_train(api), timeout_s=timeout_s)
+
+
+@dataclass(frozen=True)
+class AskedTrain:
+    previous: str | None  # the version served before the train was asked for
+    started: float  # time.monotonic() when it was asked for
+
+
+def ask_train(api: Api) -> AskedTrain:
+    previous = ((api.status().get("model")) or {}).get("version")
     started = time.monotonic()
     api.train()
+    return AskedTrain(previous, started)
+
+
+def wait_trained(stack: Stack, api: Api, asked: AskedTrain, *, timeout_s: float = 7200.0) -> dict[str, Any]:
+    """Wait for the version a train asked for; return it with the manifest's part timings."""
 
     def trained() -> dict[str, Any] | None:
         status = api.status()
         model = status.get("model")
         if status.get("last_error") and not status.get("training"):
             raise RuntimeError(f"training failed: {status['last_error']}")
-        if model and model["version"] != previous and not status.get("training"):
+        if model and model["version"] != asked.previous and not status.get("training"):
             return status
         return None
 
     status = wait_until(trained, timeout_s=timeout_s, what="training", stack=stack, interval_s=0.5)
-    wall = time.monotonic() - started
+    wall = time.monotonic() - asked.started
     model = status["model"]
     manifest = json.loads((stack.model_dir / api.org.org_id / model["version"] / "manifest.json").read_text())
     parts = dict(manifest.get("extra", {}).get("timings_s", {}))

@@ -67,12 +67,13 @@ def run_soak(
         RECOMMEND_PATH,
         Api,
         Variant,
+        ask_train,
         drain,
         draw_samples,
         recent_sessions,
         recommend_bodies,
-        train_and_wait,
         wait_serving,
+        wait_trained,
     )
 
     items = max(50, int(opts.items * opts.soak_scale))
@@ -107,9 +108,12 @@ def run_soak(
     t0: float | None = None
     t1: float | None = None
     try:
-        for i, (api, (org, ds)) in enumerate(zip(apis, worlds)):
-            log(f"soak: training org {i}")
-            train = train_and_wait(stack, api)
+        # Every org's train is asked for at once: the worker trains them side by side, as it
+        # would for tenants whose data arrived together.
+        log(f"soak: training the {N_ORGS} orgs")
+        asked = [ask_train(api) for api in apis]
+        for api, ask in zip(apis, asked):
+            train = wait_trained(stack, api, ask)
             wait_serving(stack, api, train["version"])
         templates: list[Template] = []
         body_events: dict[str, int] = {}

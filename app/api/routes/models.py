@@ -101,7 +101,7 @@ async def train(org: OperatorOrg, queue: QueueDep, request: Request) -> Any:
         if not isinstance(body, dict):
             raise BadRequest("Body must be a JSON object", error="body_not_object")
         search = validate_object(TrainIn, body).search
-    job_id = await queue.enqueue_train(str(org.org_id), reason="api", search=search)
+    job_id = await queue.enqueue_train(str(org.org_id), reason="api", search=search, asked=True)
     return ok({"job_id": job_id}, message="training queued" + (" with a model search" if search else ""),
               status_code=202)
 
