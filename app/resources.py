@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.embedded import ServePointer, embedded_for, has_data, running_serves
-from app.model_store import ModelStore
 from app.settings import Settings
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+    from app.model_store import ModelStore
     from app.queue import Queue
     from app.storage.db import SessionFactory
     from app.storage.migrate import Upgrade
@@ -139,12 +139,21 @@ class Resources:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.models = ModelStore(settings.models_path)
+        self._models: ModelStore | None = None
         self.upgrade: Upgrade | None = None  # set when the migrations were applied on opening
         self._engine: AsyncEngine | None = None
         self._sessions: SessionFactory | None = None
         self._redis: ArqRedis | None = None
         self._queue: Queue | None = None
+
+    @property
+    def models(self) -> ModelStore:
+        """The model store, opened on first use (its numpy import is a second most commands skip)."""
+        if self._models is None:
+            from app.model_store import ModelStore
+
+            self._models = ModelStore(self.settings.models_path)
+        return self._models
 
     @property
     def sessions(self) -> SessionFactory:

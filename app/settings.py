@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.limit_syntax import parse_limit
-from app.ml.interactions import TrainParams
+from app.ml.params import TrainParams
 
 # The one default of every training tunable lives on TrainParams; Settings reads it from there.
 # Any: the defaults have different types (the fields read below all have one).
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     )
     serve_crash_loop_window_s: float = Field(default=120.0, gt=0, description="the crash-loop window")
 
-    # --- learning (defaults are TrainParams', documented in app/ml/interactions.py) -------
+    # --- learning (defaults are TrainParams', documented in app/ml/params.py) -------
     # A partial table is merged into the defaults: `{"view": 3}` changes the weight of views only.
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     family_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FAMILY_WEIGHTS))

@@ -22,8 +22,8 @@ from scipy.sparse import csr_matrix
 
 from app.ml.als import fit_als
 from app.ml.ease import ease_input, fit_ease, presence
-from app.ml.interactions import PERSONAL_MODELS, TrainParams
 from app.ml.knn import item_knn
+from app.ml.params import PERSONAL_MODELS, TrainParams
 
 ALS, EASE, KNN, POPULAR = "als", "ease", "knn", "popular"
 FAMILIES = tuple(name for name in PERSONAL_MODELS if name != "auto")

@@ -22,7 +22,7 @@ from app.settings import Settings
 from app.storage.db import create_engine
 from tests.cli.support import external_env, lehnz
 
-WIDTHS = ("80", "60", "40")
+WIDTHS = ("80", "40")  # the usual terminal, and a narrow one (half a laptop screen)
 
 
 def whole(identifier: str, output: str) -> bool:
