@@ -19,7 +19,7 @@ from scipy.sparse import csr_matrix
 
 from app.ml.als import item_gram
 from app.ml.factor_index import FactorIndex
-from app.ml.interactions import TrainParams
+from app.ml.params import TrainParams
 
 FORMAT_VERSION = 3
 # Format 1 had no content index; those bundles load with an empty one (no serving-time content

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 
-# TrainParams lives in app/ml/params.py (no numpy: the settings and the CLI import it); it is
-# re-exported here, where the training code has always found it.
+# TrainParams lives in app/ml/params.py (no numpy: the settings and the CLI import it).
 from app.ml.params import TrainParams
 
 # Decayed sums below this are rounding residue (e.g. add_to_cart 4 minus two removes of 2).

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.ml.interactions import EncodedLog, TrainParams, decay
+from app.ml.interactions import EncodedLog, decay
+from app.ml.params import TrainParams
 
 
 def decayed_activity(

@@ -25,7 +25,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from app.ml import personalization
-from app.ml.interactions import EncodedLog, TrainParams, pair_keys
+from app.ml.interactions import EncodedLog, pair_keys
+from app.ml.params import TrainParams
 from app.ml.personalization import ALS, EASE, KNN, POPULAR, Candidate
 from app.ml.popularity import popularity_scores
 

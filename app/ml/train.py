@@ -21,7 +21,6 @@ from app.ml.interactions import (
     CatalogSnapshot,
     EncodedLog,
     InteractionLog,
-    TrainParams,
     decay,
     decayed_matrix,
     encode_log,
@@ -29,6 +28,7 @@ from app.ml.interactions import (
     user_universe,
 )
 from app.ml.knn import item_knn
+from app.ml.params import TrainParams
 from app.ml.personalization import EASE, Candidate, default_family
 from app.ml.popularity import exposure_penalty, popularity_scores, trending_scores
 from app.ml.repeat import PurchaseHistory, item_prices, purchase_history, user_price_band

@@ -127,8 +127,8 @@ def worker(settings: Settings, data_dir: Path) -> Iterator[subprocess.Popen[byte
         [
             sys.executable,
             "-c",
-            "import asyncio; from app.settings import Settings; from workers.main import run; "
-            "asyncio.run(run(Settings()))",
+            ("import asyncio; from app.settings import Settings; from workers.main import run; "
+             "asyncio.run(run(Settings()))"),
         ],
         env=env,
         stdout=log,
@@ -211,7 +211,7 @@ class Dashboard:
     def wait(self, condition: Callable[[Any], Any], timeout: float = 15, what: str = "") -> Any:
         try:
             return self.wait_cls(self.driver, timeout, poll_frequency=0.05).until(condition)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to wait gets the page's errors added
             errors = [e.text for e in self.driver.find_elements(self.by.CSS_SELECTOR, '[data-test="error"]')]
             raise AssertionError(
                 f"waiting for {what or condition}: {type(exc).__name__}; errors on the page: "

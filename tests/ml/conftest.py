@@ -12,11 +12,11 @@ from app.ml.interactions import (
     CatalogSnapshot,
     EncodedLog,
     InteractionLog,
-    TrainParams,
     encode_log,
     item_universe,
     user_universe,
 )
+from app.ml.params import TrainParams
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -4,7 +4,6 @@ import pytest
 from app.ml.interactions import (
     CatalogSnapshot,
     InteractionLog,
-    TrainParams,
     build_matrix,
     decay,
     encode_log,
@@ -12,6 +11,7 @@ from app.ml.interactions import (
     item_universe,
     user_universe,
 )
+from app.ml.params import TrainParams
 from tests.ml.conftest import DAY, NOW
 
 

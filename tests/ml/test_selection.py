@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.ml import selection
-from app.ml.interactions import CatalogSnapshot, InteractionLog, TrainParams, data_now
+from app.ml.interactions import CatalogSnapshot, InteractionLog, data_now
+from app.ml.params import TrainParams
 from app.ml.personalization import ALS, EASE, KNN, POPULAR, Candidate
 from app.ml.train import SearchPlan, train_org_models
 from app.recommend.catalog import Catalog
@@ -201,7 +202,7 @@ def test_a_search_stops_starting_candidates_when_its_time_budget_is_spent():
     models, _ = train_org_models(log, catalog, params, version="v", search=SearchPlan(max_users=300, budget_s=1e-9))
     quality = models.extra["quality"]
     assert len(quality["candidates"]) == 2 and quality["complete"] is False
-    assert [c["model"] for c in quality["candidates"]][0] == POPULAR
+    assert quality["candidates"][0]["model"] == POPULAR
 
 
 def test_the_holdout_is_each_users_latest_item_and_leaves_it_out_of_training():

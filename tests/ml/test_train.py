@@ -4,7 +4,8 @@ from scipy.sparse import csr_matrix
 
 import app.ml.train as train_module
 from app.ml.artifacts import DENSE_FIELDS, SPARSE_FIELDS
-from app.ml.interactions import CatalogSnapshot, InteractionLog, TrainParams
+from app.ml.interactions import CatalogSnapshot, InteractionLog
+from app.ml.params import TrainParams
 from app.ml.train import TrainingError, train_org_models
 from tests.ml.conftest import DAY, HOUR, NOW
 

@@ -47,10 +47,9 @@ async def test_concurrent_migrations_wait_for_each_other_without_deadlock(settin
     import sys
     import uuid
 
+    from alembic.script import ScriptDirectory
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
-
-    from alembic.script import ScriptDirectory
 
     from app.storage.migrate import alembic_config
 

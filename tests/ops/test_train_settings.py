@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from app.ml.interactions import TrainParams
+from app.ml.params import TrainParams
 from app.settings import Settings, train_params
 
 

@@ -56,13 +56,13 @@ from app.ml import personalization, selection
 from app.ml.interactions import (
     CatalogSnapshot,
     InteractionLog,
-    TrainParams,
     data_now,
     decayed_matrix,
     encode_log,
     item_universe,
     user_universe,
 )
+from app.ml.params import TrainParams
 from app.ml.personalization import ALS, EASE, KNN, POPULAR, Candidate
 from app.ml.popularity import popularity_scores
 from app.settings import Settings, train_params
