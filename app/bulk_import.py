@@ -30,7 +30,6 @@ import gzip
 import io
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -522,8 +521,8 @@ async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    from app import redis_keys
     from app.recommend import realtime
+    from app.storage.redis_state import signals
 
     items, events = result.summary("items"), result.summary("events")
     changed_items = items.inserted + items.updated if items is not None else 0
@@ -532,23 +531,12 @@ async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -
     new_data = (events.inserted if events is not None else 0) + changed_items
     if not (new_data or result.aliases):
         return []
-    sources: dict[str, list[str]] = defaultdict(list)
-    for alias_id, canonical_id in result.aliases.items():
-        sources[canonical_id].append(alias_id)
     client = Redis.from_url(settings.redis_url or "", socket_connect_timeout=2, socket_timeout=30)
     try:
         async with client.pipeline(transaction=False) as pipe:
-            pairs = list(result.aliases.items())
-            for start in range(0, len(pairs), CHUNK_LINES):
-                pipe.hset(redis_keys.aliases(org_id), mapping=dict(pairs[start:start + CHUNK_LINES]))
-            for canonical_id, alias_ids in sources.items():
-                realtime.merge_users(pipe, org_id, into=canonical_id, sources=alias_ids,
-                                     keep=settings.recent_activity_len)
-            if catalog_changed:
-                pipe.incr(redis_keys.catalog_version(org_id))
-                pipe.sadd(redis_keys.SERVING_ORGS, org_id)
-            if new_data:
-                pipe.hincrby(redis_keys.NEW_DATA, org_id, new_data)
+            # The same updates, by the same functions, as the ingest worker's after it persists.
+            realtime.identities_stitched(pipe, org_id, result.aliases, keep=settings.recent_activity_len)
+            signals.data_persisted(pipe, org_id, catalog_changed=catalog_changed, new_data=new_data)
             await pipe.execute()
     except (RedisError, OSError) as exc:
         return [

@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
-from redis.asyncio import Redis
 
-from app import redis_keys
 from app.errors import NotFound
 from app.key_epoch import announce_key_change
 from app.model_store import ModelStore
@@ -25,6 +22,7 @@ from app.queue import Queue
 from app.storage import orgs
 from app.storage.counts import stored_counts
 from app.storage.db import SessionFactory
+from app.storage.redis_state.forget import forget_org
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ async def delete_org(sessions: SessionFactory, redis: ArqRedis, store: ModelStor
         await announce_key_change(redis)
     org_id = str(found.id) if found is not None else str(as_id)
     slug = found.slug if found is not None else None
-    removed = await _forget_in_redis(redis, org_id)
+    removed = await forget_org(redis, org_id)
     # Its parked jobs hold its records and can never succeed now; served-log batches mix orgs,
     # so only its rows leave them.
     parked = await Queue(redis).rewrite_dead_letters(lambda entry: _without_org(entry, org_id))
@@ -87,39 +85,3 @@ def _uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
-
-
-async def _forget_in_redis(redis: Redis, org_id: str) -> int:
-    # Queued jobs first: a job left behind would fail on the missing org and be parked in the
-    # dead-letter list. (One already running may still end there; nothing is lost by it.)
-    ingest_jobs = [j.decode() if isinstance(j, bytes) else j for j in await redis.zrange(redis_keys.pending(org_id), 0, -1)]
-    train_job = redis_keys.train_job_id(org_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        if ingest_jobs:
-            pipe.zrem(redis_keys.INGEST_QUEUE, *ingest_jobs)
-        pipe.zrem(redis_keys.TRAIN_QUEUE, train_job)
-        for job_id in [*ingest_jobs, train_job]:
-            pipe.delete(job_key_prefix + job_id)
-        pipe.srem(redis_keys.SERVING_ORGS, org_id)
-        pipe.sadd(redis_keys.DELETED_ORGS, org_id)  # api processes drop it from memory
-        pipe.hdel(redis_keys.NEW_DATA, org_id)
-        pipe.hdel(redis_keys.SEARCH_REQUESTED, org_id)
-        pipe.hdel(redis_keys.TRAIN_AGAIN, org_id)
-        pipe.hdel(redis_keys.TRAIN_STATS, *(f"{org_id}:{what}" for what in redis_keys.TRAIN_STATS_FIELDS))
-        await pipe.execute()
-    # Every other key of the org carries its id: recent activity, aliases, erasure records,
-    # pending jobs, version pointers, the training flag, rate-limit counters.
-    removed = len(ingest_jobs)
-    batch: list[bytes | str] = []
-    async for key in redis.scan_iter(match=f"{redis_keys.PREFIX}:*{_glob_escape(org_id)}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            removed += await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        removed += await redis.delete(*batch)
-    return removed
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

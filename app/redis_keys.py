@@ -30,6 +30,11 @@ def recent(org_id: str, user_id: str) -> str:
     return f"{PREFIX}:recent:{org_id}:{user_id}"
 
 
+def recent_of_org(org_id: str) -> str:
+    """Glob pattern of every recent() key of the org (one per user)."""
+    return f"{PREFIX}:recent:{glob_escape(org_id)}:*"
+
+
 def aliases(org_id: str) -> str:
     """Hash alias user id -> canonical user id (identity stitching)."""
     return f"{PREFIX}:alias:{org_id}"
@@ -62,6 +67,11 @@ def rate_limit(scope: str, key: str) -> str:
     return f"{PREFIX}:ratelimit:{scope}:{key}"
 
 
+def org_rate_limits(org_id: str) -> str:
+    """Glob pattern of the org's rate-limit window counters (scope "org", key "<org>:<window>")."""
+    return f"{PREFIX}:ratelimit:org:{glob_escape(org_id)}:*"
+
+
 def revoked_session(token_digest: str) -> str:
     """Set (until the token would have expired) when a dashboard session token is signed out."""
     return f"{PREFIX}:session:revoked:{token_digest}"
@@ -70,3 +80,8 @@ def revoked_session(token_digest: str) -> str:
 def key_last_used(org_id: str) -> str:
     """Hash key pair id -> unix time its keys were last used (written at most once a minute per api process)."""
     return f"{PREFIX}:keys:last-used:{org_id}"
+
+
+def glob_escape(text: str) -> str:
+    """text matched literally in a SCAN/KEYS pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -12,6 +12,7 @@ from app import redis_keys
 from app.erasure_rule import before_erasure
 from app.queue import Queue
 from app.storage import catalog, events, identity, orgs, served
+from app.storage.redis_state import signals
 from workers.context import JobContext, worker_context
 from workers.failures import handle_failure
 
@@ -48,7 +49,7 @@ async def erase_user(ctx: JobContext, *, org_id: str, user_id: str, requested_at
         pipe.hset(redis_keys.erased(org_id), mapping={uid: requested_at for uid in ids})
         # The trained model still holds the user: count the erasure as enough new data for the
         # scheduler to retrain at its next interval, whatever LEHNZ_TRAIN_MIN_NEW_EVENTS says.
-        pipe.hincrby(redis_keys.NEW_DATA, org_id, max(1, deleted, shared.settings.train_min_new_events))
+        signals.count_new_data(pipe, org_id, max(1, deleted, shared.settings.train_min_new_events))
         await pipe.execute()
     try:
         erased = set(ids)

@@ -19,6 +19,7 @@ from app import redis_keys
 from app.erasure_rule import before_erasure
 from app.recommend import realtime
 from app.storage import catalog, events, identity
+from app.storage.redis_state import signals
 from workers.context import JobContext, job_id, worker_context
 from workers.failures import handle_failure
 
@@ -36,12 +37,10 @@ async def ingest_items(ctx: JobContext, *, org_id: str, records: list[dict[str, 
         return 0
     redis = shared.redis
     async with redis.pipeline(transaction=True) as pipe:
-        # api replicas poll this counter and refresh their catalog: status changes apply in seconds.
-        pipe.incr(redis_keys.catalog_version(org_id))
-        pipe.sadd(redis_keys.SERVING_ORGS, org_id)
-        # New or changed items are new data: the scheduler retrains at its next interval, so
-        # they reach the model-based strategies without waiting for events.
-        pipe.hincrby(redis_keys.NEW_DATA, org_id, len(records))
+        # Replicas refresh their catalog (status changes apply in seconds), and new or changed
+        # items are new data: the scheduler retrains at its next interval, so they reach the
+        # model-based strategies without waiting for events.
+        signals.data_persisted(pipe, org_id, catalog_changed=True, new_data=len(records))
         pipe.hincrby(redis_keys.INGEST_STATS, "items:persisted", len(records))
         pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
         await pipe.execute()
@@ -95,15 +94,8 @@ async def ingest_events(ctx: JobContext, *, org_id: str, records: list[dict[str,
         return 0
 
     # Postgres is committed; now the real-time state (idempotent, so safe to redo on a retry).
-    merged: dict[str, list[str]] = defaultdict(list)
-    for alias_id, canonical_id in aliases.items():
-        merged[canonical_id].append(alias_id)
     async with redis.pipeline(transaction=False) as pipe:
-        for canonical_id, alias_ids in merged.items():
-            pipe.hset(redis_keys.aliases(org_id), mapping=dict.fromkeys(alias_ids, canonical_id))
-            realtime.merge_users(
-                pipe, org_id, into=canonical_id, sources=alias_ids, keep=settings.recent_activity_len
-            )
+        realtime.identities_stitched(pipe, org_id, aliases, keep=settings.recent_activity_len)
         await pipe.execute()
 
     # Idempotent by event id (realtime.record_activity): an event stored before is added only if
@@ -115,8 +107,7 @@ async def ingest_events(ctx: JobContext, *, org_id: str, records: list[dict[str,
     )
     await _merge_ids_identified_meanwhile(redis, org_id, list(by_user), keep=settings.recent_activity_len)
     async with redis.pipeline(transaction=True) as pipe:
-        if new_ids:
-            pipe.hincrby(redis_keys.NEW_DATA, org_id, len(new_ids))
+        signals.data_persisted(pipe, org_id, catalog_changed=False, new_data=len(new_ids))
         pipe.hincrby(redis_keys.INGEST_STATS, "events:persisted", len(new_ids))
         pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
         await pipe.execute()

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from app import redis_keys
 from app.settings import Settings
 from app.storage import events, training_runs
+from app.storage.redis_state import signals
 from app.supervisor import exit_with_parent
 from workers.context import JobContext, worker_context
 
@@ -133,7 +134,7 @@ async def train_org(ctx: JobContext, *, org_id: str, reason: str = "manual") -> 
     started = datetime.now(UTC)
     await redis.hdel(redis_keys.TRAIN_AGAIN, org_id)  # taken: this train starts after those requests
     await wait_for_queued_ingest(redis, org_id, reason=reason)
-    pending_new = int(await redis.hget(redis_keys.NEW_DATA, org_id) or 0)
+    pending_new = await signals.new_data_of(redis, org_id)
     search = bool(await redis.hdel(redis_keys.SEARCH_REQUESTED, org_id))  # taken: asked once, searched once
     previous_quality = await _last_quality(ctx, org_id)
     await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
@@ -167,33 +168,16 @@ async def train_org(ctx: JobContext, *, org_id: str, reason: str = "manual") -> 
 
     if not await _record(ctx, org_id, started=started, status="succeeded", summary=summary):
         return await _org_deleted_meanwhile(ctx, org_id)
-    if await redis.sismember(redis_keys.DELETED_ORGS, org_id):  # deleted right after the record
+    if await signals.is_deleted(redis, org_id):  # deleted right after the record
         return await _org_deleted_meanwhile(ctx, org_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(redis_keys.model_version(org_id), summary["version"])
-        pipe.sadd(redis_keys.SERVING_ORGS, org_id)
-        pipe.hincrby(redis_keys.NEW_DATA, org_id, -pending_new)
-        pipe.hset(redis_keys.TRAIN_STATS, mapping={
-            f"{org_id}:duration_s": summary["duration_ms"] / 1000,
-            f"{org_id}:last_success": time.time(),
-            **_quality_stats(org_id, summary.get("quality")),
-        })
+        signals.model_trained(pipe, org_id, version=summary["version"], consumed_new_data=pending_new,
+                              duration_s=summary["duration_ms"] / 1000, quality=summary.get("quality"))
         pipe.delete(redis_keys.training(org_id))
         await pipe.execute()
     shared.model_store.prune(org_id, keep=3)
     log.info("trained org %s: version %s in %d ms", org_id, summary["version"], summary["duration_ms"])
     return {"status": "succeeded", **summary}
-
-
-def _quality_stats(org_id: str, quality: dict[str, Any] | None) -> dict[str, float]:
-    """The model search's headline numbers, as TRAIN_STATS fields for /metrics."""
-    chosen = (quality or {}).get("chosen") or {}
-    stats = {}
-    if chosen.get("ndcg_at_10") is not None:
-        stats[f"{org_id}:ndcg_at_10"] = float(chosen["ndcg_at_10"])
-    if (quality or {}).get("personalized_vs_popular") is not None:
-        stats[f"{org_id}:vs_popular"] = float(quality["personalized_vs_popular"])  # type: ignore[index]
-    return stats
 
 
 async def _last_quality(ctx: JobContext, org_id: str) -> dict[str, Any] | None:
@@ -250,7 +234,7 @@ async def schedule_training(ctx: JobContext) -> int:
     shared = worker_context(ctx)
     settings, redis = shared.settings, shared.redis
     await release_orphaned_trains(redis, settings)
-    new_data = {k.decode(): int(v) for k, v in (await redis.hgetall(redis_keys.NEW_DATA)).items()}
+    new_data = await signals.new_data_by_org(redis)
     async with shared.sessions() as session:
         last_success = await training_runs.last_success_by_org(session)
         with_events = await events.orgs_with_events(session) if shared.check_untrained else set()

@@ -68,10 +68,11 @@ class SyncLoop:
         does not wait for the load); deleted orgs leave the cache (their memory back at once).
 
         An org leaves the serving set only when it is deleted, and joins the deleted set in the
-        same MULTI (app/offboarding.py); the deleted set never shrinks. So an org can have been
-        added since the last look only if one of the two sizes changed (an org added while
-        another was deleted leaves the serving set's size as it was, not the deleted set's):
-        then both are read, in one MULTI, and every serving org this process lacks is adopted."""
+        same MULTI (app/storage/redis_state/signals.py, org_deleted); the deleted set never
+        shrinks. So an org can have been added since the last look only if one of the two sizes
+        changed (an org added while another was deleted leaves the serving set's size as it was,
+        not the deleted set's): then both are read, in one MULTI, and every serving org this
+        process lacks is adopted."""
         models = self.state.models
         assert models is not None
         first = self._org_sets is None

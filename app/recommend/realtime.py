@@ -151,6 +151,18 @@ def merge_users(pipe: Pipeline, org_id: str, *, into: str, sources: Iterable[str
     pipe.delete(*source_keys)
 
 
+def identities_stitched(pipe: Pipeline, org_id: str, aliases: dict[str, str], *, keep: int) -> None:
+    """After identifies were committed (alias -> canonical user; the ingest worker and `lehnz
+    import`): the alias map that resolve_user reads, and each alias's recent activity merged
+    into its canonical user's."""
+    by_canonical: dict[str, list[str]] = {}
+    for alias_id, canonical_id in aliases.items():
+        by_canonical.setdefault(canonical_id, []).append(alias_id)
+    for canonical_id, alias_ids in by_canonical.items():
+        pipe.hset(redis_keys.aliases(org_id), mapping=dict.fromkeys(alias_ids, canonical_id))
+        merge_users(pipe, org_id, into=canonical_id, sources=alias_ids, keep=keep)
+
+
 async def resolve_user(redis: Redis, org_id: str, user_id: str) -> str:
     canonical = await redis.hget(redis_keys.aliases(org_id), user_id)  # type: ignore[misc]
     if canonical is None:

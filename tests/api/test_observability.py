@@ -31,6 +31,10 @@ async def test_readiness_names_no_organisation_without_the_metrics_token(
     model version is for whoever holds LEHNZ_METRICS_TOKEN."""
     await build_world(client, org, drain, items=[item("a"), item("b")], events=[event("u", "view", "a")])
     async with app_with(metrics_token="scrape-me") as guarded:
+        # A request loads the org (at start an api preloads only as many orgs as its cache holds,
+        # and the session has made many by now).
+        assert (await guarded.post("/v1/recommend", json={"strategy": "popular"}, headers=org.pk)).is_success
+
         async def loaded() -> Any:
             response = await guarded.get("/readyz", headers={"Authorization": "Bearer scrape-me"})
             return org.org_id in response.json()["data"]["models"].get("versions", {}) and response

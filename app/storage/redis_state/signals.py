@@ -1,0 +1,87 @@
+"""An org's signals in Redis: what the api replicas and the training scheduler watch.
+
+- The catalog version pointer (a counter) and the model version pointer (the version served):
+  api replicas poll them (app/api/sync.py) and reload what changed.
+- The serving set (orgs with a catalog or a model: api replicas load them) and the deleted set
+  (api replicas drop them; late writers check it).
+- The new-data counter: events and item changes persisted since the org's last train. The
+  scheduler retrains an org when it reaches LEHNZ_TRAIN_MIN_NEW_EVENTS; a train consumes what
+  it saw, so data persisted while it ran still counts for the next one.
+- The last train's figures (duration, time, model-search quality) that /metrics shows.
+
+Writers queue their commands on the caller's pipeline, so each stays in the caller's
+transaction with its other writes. The api reads the pointers and the two sets in one pipeline
+per tick (app/api/sync.py), and /metrics the train figures (app/api/routes/health.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from app import redis_keys
+
+
+def data_persisted(pipe: Any, org_id: str, *, catalog_changed: bool, new_data: int) -> None:
+    """After records were committed to Postgres (the ingest worker, `lehnz import`): replicas
+    refresh the catalog when it changed, and the scheduler counts the new data."""
+    if catalog_changed:
+        pipe.incr(redis_keys.catalog_version(org_id))
+        pipe.sadd(redis_keys.SERVING_ORGS, org_id)
+    if new_data:
+        pipe.hincrby(redis_keys.NEW_DATA, org_id, new_data)
+
+
+def count_new_data(pipe: Any, org_id: str, amount: int) -> None:
+    """Something the model must learn that is not a new record (an erasure)."""
+    pipe.hincrby(redis_keys.NEW_DATA, org_id, amount)
+
+
+async def new_data_by_org(redis: Any) -> dict[str, int]:
+    """Every org's new-data counter (orgs never counted are absent)."""
+    raw = await redis.hgetall(redis_keys.NEW_DATA)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
+
+async def new_data_of(redis: Any, org_id: str) -> int:
+    return int(await redis.hget(redis_keys.NEW_DATA, org_id) or 0)
+
+
+def model_trained(
+    pipe: Any, org_id: str, *, version: str, consumed_new_data: int, duration_s: float,
+    quality: dict[str, Any] | None,
+) -> None:
+    """A new version is stored: point replicas at it, consume the new data it was trained on,
+    and keep its figures for /metrics."""
+    pipe.set(redis_keys.model_version(org_id), version)
+    pipe.sadd(redis_keys.SERVING_ORGS, org_id)
+    pipe.hincrby(redis_keys.NEW_DATA, org_id, -consumed_new_data)
+    pipe.hset(redis_keys.TRAIN_STATS, mapping={
+        f"{org_id}:duration_s": duration_s,
+        f"{org_id}:last_success": time.time(),
+        **_quality_stats(org_id, quality),
+    })
+
+
+def _quality_stats(org_id: str, quality: dict[str, Any] | None) -> dict[str, float]:
+    """The model search's headline numbers, as TRAIN_STATS fields."""
+    chosen = (quality or {}).get("chosen") or {}
+    stats = {}
+    if chosen.get("ndcg_at_10") is not None:
+        stats[f"{org_id}:ndcg_at_10"] = float(chosen["ndcg_at_10"])
+    ratio = (quality or {}).get("personalized_vs_popular")
+    if ratio is not None:
+        stats[f"{org_id}:vs_popular"] = float(ratio)
+    return stats
+
+
+async def is_deleted(redis: Any, org_id: str) -> bool:
+    return bool(await redis.sismember(redis_keys.DELETED_ORGS, org_id))
+
+
+def org_deleted(pipe: Any, org_id: str) -> None:
+    """The org is gone: replicas stop loading it and drop it from memory; its counters go."""
+    pipe.srem(redis_keys.SERVING_ORGS, org_id)
+    pipe.sadd(redis_keys.DELETED_ORGS, org_id)
+    pipe.hdel(redis_keys.NEW_DATA, org_id)
+    pipe.hdel(redis_keys.TRAIN_STATS, *(f"{org_id}:{what}" for what in redis_keys.TRAIN_STATS_FIELDS))
