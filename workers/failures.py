@@ -58,8 +58,8 @@ async def handle_failure(
     ctx: JobContext, exc: Exception, *, function: str, kwargs: dict[str, Any], kind: str, records: int
 ) -> None:
     """Raise Retry for transient errors; otherwise (or when out of tries) dead-letter the job."""
-    settings = worker_context(ctx).settings
-    tries = job_try(ctx)
+    shared = worker_context(ctx)
+    settings, tries, job = shared.settings, job_try(ctx), job_id(ctx)
     if is_transient(exc) and tries < settings.ingest_max_tries:
         delay = backoff_s(tries, cap_s=settings.retry_backoff_max_s)
         log.warning(
@@ -67,22 +67,22 @@ async def handle_failure(
             function, tries, type(exc).__name__, _short(exc), delay,
         )
         raise Retry(defer=delay) from exc
-    log.error("parking %s job %s in the dead-letter list: %s: %s", function, job_id(ctx), type(exc).__name__,
+    log.error("parking %s job %s in the dead-letter list: %s: %s", function, job, type(exc).__name__,
               _short(exc))
     entry = {
-        "job_id": job_id(ctx) or None,
+        "job_id": job or None,
         "function": function,
         "kwargs": kwargs,
         "error": f"{type(exc).__name__}: {_short(exc)}",
         "tries": tries,
         "parked_at": time.time(),
     }
-    redis = worker_context(ctx).redis
+    redis = shared.redis
     async with redis.pipeline(transaction=True) as pipe:
         pipe.rpush(redis_keys.DEAD_LETTER, orjson.dumps(entry))
         pipe.hincrby(redis_keys.INGEST_STATS, f"{kind}:failed", records)
-        if "org_id" in kwargs and job_id(ctx):
-            pipe.zrem(redis_keys.pending(kwargs["org_id"]), job_id(ctx))
+        if "org_id" in kwargs and job:
+            pipe.zrem(redis_keys.pending(kwargs["org_id"]), job)
         await pipe.execute()
 
 

@@ -115,9 +115,10 @@ async def ingest_events(ctx: JobContext, *, org_id: str, records: list[dict[str,
 
 
 async def persist_served(ctx: JobContext, *, rows: list[dict[str, Any]]) -> int:
-    shared = worker_context(ctx)
     """The api's served-recommendation log (attribution, analytics)."""
     from app.storage import served
+
+    shared = worker_context(ctx)
 
     try:
         rows = await _forget_erased_viewers(shared.redis, rows)

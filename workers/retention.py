@@ -26,13 +26,14 @@ async def prune_served(ctx: JobContext, *, batch_rows: int = _BATCH_ROWS) -> int
 
     Runs as an ingest job, so within the ingest job timeout: it stops starting batches after
     half of it (the cron runs every 10 minutes)."""
-    settings = worker_context(ctx).settings
+    shared = worker_context(ctx)
+    settings = shared.settings
     days = settings.served_retention_days
     if days <= 0:
         return 0
     before = datetime.now(UTC) - timedelta(days=days)
     deadline = time.monotonic() + settings.ingest_job_timeout_s / 2
-    sessions = worker_context(ctx).sessions
+    sessions = shared.sessions
     async with sessions() as session:
         org_ids = await orgs.list_org_ids(session)
     deleted = 0

@@ -29,7 +29,7 @@ def data_persisted(pipe: Any, org_id: str, *, catalog_changed: bool, new_data: i
         pipe.incr(redis_keys.catalog_version(org_id))
         pipe.sadd(redis_keys.SERVING_ORGS, org_id)
     if new_data:
-        pipe.hincrby(redis_keys.NEW_DATA, org_id, new_data)
+        count_new_data(pipe, org_id, new_data)
 
 
 def count_new_data(pipe: Any, org_id: str, amount: int) -> None:
