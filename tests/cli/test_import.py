@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app import redis_keys
-from app.bulk_import import CHUNK_LINES, ImportFailed, run_import
+from app.bulk_import.reading import CHUNK_LINES
+from app.bulk_import.staging import ImportFailed, run_import
 from app.errors import NotFound, ServiceUnavailable
 from app.settings import Settings
 from app.storage.identity import all_aliases

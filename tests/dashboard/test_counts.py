@@ -62,7 +62,7 @@ async def assert_counts_match(db: Any, org_id: str) -> OrgCounts:
 async def test_the_counts_follow_every_path_that_writes_rows(
     client: Any, db: Any, drain: Any, settings: Any, redis: Any, tmp_path: Path
 ) -> None:
-    from app.bulk_import import run_import
+    from app.bulk_import.staging import run_import
     from app.model_store import ModelStore
     from app.offboarding import delete_org
 

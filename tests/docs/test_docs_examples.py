@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.bulk_import import ImportFailed, run_import
+from app.bulk_import.staging import ImportFailed, run_import
 from app.settings import Settings
 from tests.docs.doc_blocks import Block, read_blocks
 from tests.factories import OrgKeys, event
