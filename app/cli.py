@@ -3,18 +3,22 @@
 Every command finds its servers and opens what it works with the same way (app/resources.py:
 `connected`, then `open_resources`); `lehnz serve` runs the api and the worker under
 app/supervisor.py; tables come from app/cli_tables.py. A user error is one line on stderr and a
-non-zero exit, never a traceback (`main`).
+non-zero exit, never a traceback (`main`). `import`, `eval` and `bench` live with their concern and
+are loaded only when run or listed (_ToolGroup): app/ never imports benchmarks/ or workers/ at
+import time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -26,20 +30,79 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
+from typer.main import get_command_from_info
+from typer.models import CommandInfo
 
 from app import logs
 from app.cli_tables import Column, print_records, print_table
 from app.resources import CommandError, Resources, connected, open_resources, root_cause
 from app.settings import Settings, get_settings
 
+try:
+    from typer._click.exceptions import ClickException, UsageError  # typer >= 0.24 vendors click
+except ImportError:
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+
 if TYPE_CHECKING:
+    from typer._click import Command, Context
+
     from app.storage.migrate import Upgrade
 
 T = TypeVar("T")
 
+# Commands whose code lives with its concern: name -> (module, function). Their modules are
+# imported only when the command runs or `lehnz --help` lists it, so app/ never imports
+# benchmarks/ at import time and `lehnz org list` loads none of them.
+_TOOLS = {
+    "import": ("app.bulk_import", "import_command"),
+    "eval": ("benchmarks.eval_command", "eval_command"),
+    "bench": ("benchmarks.bench_command", "bench_command"),
+}
+
+
+class _ToolGroup(TyperGroup):
+    """The `lehnz` group: its own commands, plus the tools', built from their modules on demand."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        # Where typer would list them had they been registered with cli.command(): after the
+        # plain commands, before the sub-groups.
+        names = super().list_commands(ctx)
+        groups = [name for name in names if isinstance(self.commands[name], TyperGroup)]
+        return [*(name for name in names if name not in groups), *_TOOLS, *groups]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name not in _TOOLS:
+            return super().get_command(ctx, cmd_name)
+        module, function = _TOOLS[cmd_name]
+        callback = getattr(importlib.import_module(module), function)
+        # What cli.command(cmd_name)(callback) would have built.
+        return get_command_from_info(
+            CommandInfo(name=cmd_name, callback=callback),
+            pretty_exceptions_short=cli.pretty_exceptions_short,
+            rich_markup_mode=self.rich_markup_mode,
+        )
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        # typer's "Did you mean ...?" looks only in self.commands, where the tools are not: it is
+        # made here instead, from every name (typer without suggest_commands made none).
+        suggest = getattr(self, "suggest_commands", False)
+        self.suggest_commands = False
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            near = get_close_matches(args[0], self.list_commands(ctx)) if suggest and args else []
+            if near:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, near))}?"
+            raise
+        finally:
+            self.suggest_commands = suggest
+
+
 # Plain (click-style) help: rich's panels print a `<bool>` type for every flag, keep the
 # docstrings' line breaks and cut long option names at 80 columns.
 cli = typer.Typer(
+    cls=_ToolGroup,
     name="lehnz",
     help="lehnz-server: a self-hostable recommendation API server.",
     no_args_is_help=True,
@@ -687,33 +750,11 @@ def dead_letter_discard(
     console.print(f"[green]discarded {removed} parked job(s){escape(where)}[/]")
 
 
-# --- the tools -----------------------------------------------------------------------------
-
-
-def _register_tool_commands() -> None:
-    """Commands whose code lives with its concern; their modules import heavy things lazily."""
-    from app.bulk_import import import_command
-    from benchmarks.bench_command import bench_command
-    from benchmarks.eval_command import eval_command
-
-    cli.command("import")(import_command)
-    cli.command("eval")(eval_command)
-    cli.command("bench")(bench_command)
-
-
-_register_tool_commands()
-
-
 # --- the entry point -----------------------------------------------------------------------
 
 
 def main(args: list[str] | None = None) -> None:
     """`lehnz`: a user error is one line on stderr and a non-zero exit; only a bug has a traceback."""
-    try:
-        from typer._click.exceptions import ClickException  # typer >= 0.24 vendors click
-    except ImportError:
-        from click.exceptions import ClickException  # type: ignore[assignment]
-
     try:
         code = cli(args=args, standalone_mode=False)
     except ClickException as exc:  # a usage error: wrong option, missing file, bad value

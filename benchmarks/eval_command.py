@@ -1,6 +1,6 @@
 """`lehnz eval`: offline recommendation quality on public datasets, published in docs/benchmarks.md.
 
-Only light imports here: the cli imports this module at start-up for every command. The
+Only light imports here: the cli imports this module when `lehnz --help` lists the commands. The
 harness (benchmarks/quality) and the server code it measures load inside the command.
 """
 
