@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.storage.base import driver_connection
+from app.storage.base import driver_connection, driver_transaction
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ async def search_items(
     conn = await driver_connection(session)
     if not query:
         return [_item(row) for row in await conn.fetch(sql, *args)]
-    async with conn.transaction(readonly=True):
+    async with driver_transaction(conn, readonly=True):
         # The needle decides the plan (rare: the trigram index; common: id order, stopping at the first
         # page), so plan for each one. The statement is prepared once per connection, and after five
         # runs Postgres would keep one generic plan for all needles (500 ms for a common one).

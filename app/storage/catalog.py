@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.storage.base import driver_connection
+from app.storage.base import driver_connection, driver_transaction
 from app.storage.tables import User
 
 # A retried (older) job must never overwrite a newer upsert: rows remember the api receive time
@@ -139,7 +139,7 @@ async def load_catalog_rows(session: AsyncSession, org_id: uuid.UUID, *, changed
     # A whole catalog is read in chunks: decoding 100k rows at once would hold the api's event
     # loop for half a second; a cursor returns to the loop between chunks.
     rows: list[Any] = []
-    async with conn.transaction(readonly=True):
+    async with driver_transaction(conn, readonly=True):
         async for row in conn.cursor(_CATALOG_COLUMNS, org_id, prefetch=_CHUNK_ROWS):
             rows.append(row)
     return rows

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.storage.base import driver_connection
+from app.storage.base import driver_connection, driver_transaction
 
 CHUNK_ROWS = 5000
 # The columns load_catalog_rows reads, in its order.
@@ -29,7 +29,7 @@ async def catalog_chunks(session: AsyncSession, org_id: uuid.UUID) -> AsyncItera
     """Rows (item_id, item_type, status, attributes JSON text, created_at, updated_at as unix
     times), CHUNK_ROWS at a time, from one snapshot of the table."""
     conn = await driver_connection(session)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with driver_transaction(conn, isolation="repeatable_read", readonly=True):
         cursor = await conn.cursor(_ROWS, org_id)
         while rows := await cursor.fetch(CHUNK_ROWS):
             yield [tuple(r) for r in rows]

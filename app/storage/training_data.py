@@ -33,6 +33,7 @@ import numpy as np
 
 from app.ml.columns import JsonColumn
 from app.ml.interactions import CatalogSnapshot, InteractionLog, object_array
+from app.storage.base import driver_transaction
 
 SECONDS_PER_DAY = 86400.0
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, where binary timestamps count from, in unix µs
@@ -307,7 +308,7 @@ async def load(
     clock = time.time() if now is None else now
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    async with conn.transaction(isolation="repeatable_read"):
+    async with driver_transaction(conn, isolation="repeatable_read"):
         await conn.execute(f"SET LOCAL work_mem = '{_WORK_MEM}'")
         newest = await conn.fetchval(_NEWEST, org_id)
         since = None
@@ -412,7 +413,7 @@ async def _catalog(conn: Any, org_id: uuid.UUID) -> CatalogSnapshot:
     created: list[float] = []
     texts: list[JsonColumn] = []
     shared: dict[str, str] = {}  # one object per distinct type / status, not one per item
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    async with driver_transaction(conn, isolation="repeatable_read", readonly=True):
         cursor = await conn.cursor(_ITEMS_TABLE, org_id)
         while rows := await cursor.fetch(_CATALOG_CHUNK):
             ids.extend(r[0] for r in rows)
