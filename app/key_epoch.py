@@ -27,3 +27,9 @@ async def announce_key_change(redis: Any) -> None:
         await redis.incr(KEYS_EPOCH)
     except (RedisError, OSError) as exc:
         log.warning("could not announce a key change via Redis (%s)", type(exc).__name__)
+
+
+def read_epoch(pipe: Any) -> None:
+    """Queue the read of the epoch on the caller's pipeline (the sync loop's tick): one reply,
+    the epoch or None before the first change."""
+    pipe.get(KEYS_EPOCH)

@@ -4,6 +4,11 @@ Jobs are arq jobs (the worker is an arq worker), serialised with orjson: payload
 JSON data. An ingest enqueue is one Redis round trip: the job body, its place in the queue and
 its place in the org's pending set are written by one Lua script, so a 202 is never given for
 a half-written job.
+
+This module owns the queues' state in Redis (key names in app/redis_keys.py): the two arq
+queues, each org's pending set (its ingest jobs not yet persisted or parked: queue_depth; a
+train waits for them) and the dead-letter list. The worker settles a job (job_settled, park)
+on its own pipeline, with its other writes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from redis.exceptions import RedisError
 
 from app import redis_keys
 from app.errors import ServiceUnavailable
+from app.recommend import realtime
+from app.storage.redis_state import tombstones, train_flags
+
+# The arq queues the worker consumes (workers/main.py).
+INGEST_QUEUE = redis_keys.INGEST_QUEUE
+TRAIN_QUEUE = redis_keys.TRAIN_QUEUE
 
 INGEST_KINDS = ("items", "users", "events")
 # A job waiting longer than this (Postgres down for a month) is still not dropped by arq.
@@ -123,8 +134,8 @@ class Queue:
             # Real-time state goes at once (API.md: "removed from real-time strategies at once");
             # the tombstone makes the worker drop events of this user received before now.
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(redis_keys.erased(org_id), user_id, requested_at)  # type: ignore[arg-type]
-                pipe.delete(redis_keys.recent(org_id, user_id))
+                tombstones.erased(pipe, org_id, {user_id: requested_at})
+                realtime.activity_forgotten(pipe, org_id, [user_id])
                 await pipe.execute()
             job = await self.redis.enqueue_job(
                 "erase_user",
@@ -154,17 +165,13 @@ class Queue:
                      "_expires": _TRAIN_EXPIRES_S}
         try:
             if search:
-                await self.redis.hset(  # type: ignore[misc]
-                    redis_keys.SEARCH_REQUESTED, org_id, time.time()  # type: ignore[arg-type]
-                )
+                await train_flags.ask_for_search(self.redis, org_id)
             queued = await self.redis.enqueue_job(
                 "train_org", org_id=org_id, reason=reason, _job_id=job_id, _queue_name=redis_keys.TRAIN_QUEUE,
                 **ahead,
             )
             if queued is None and await self.redis.exists(in_progress_key_prefix + job_id):
-                await self.redis.hset(  # type: ignore[misc]
-                    redis_keys.TRAIN_AGAIN, org_id, time.time()  # type: ignore[arg-type]
-                )
+                await train_flags.ask_to_train_again(self.redis, org_id)
             elif queued is None and asked:  # queued by the scheduler: moved to the front (XX: never re-added)
                 score = (time.time() - _ASKED_AHEAD_S) * 1000
                 await self.redis.zadd(redis_keys.TRAIN_QUEUE, {job_id: score}, xx=True, lt=True)
@@ -182,7 +189,7 @@ class Queue:
         return int(await self.redis.zcard(redis_keys.pending(org_id)))
 
     async def is_training(self, org_id: str) -> bool:
-        return bool(await self.redis.exists(redis_keys.training(org_id)))
+        return await train_flags.is_running(self.redis, org_id)
 
     async def train_worker_alive(self) -> bool:
         """A worker consumes the train queue: arq refreshes this health-check key every 30 s
@@ -254,6 +261,36 @@ class Queue:
                 raise
             replayed += 1
         return replayed
+
+
+def job_settled(pipe: Any, org_id: str, job_id: str) -> None:
+    """An ingest job of the org was persisted or parked: it leaves the org's pending set (queued
+    on the worker's pipeline, with the job's other writes)."""
+    pipe.zrem(redis_keys.pending(org_id), job_id)
+
+
+def park(pipe: Any, entry: dict[str, Any]) -> None:
+    """Append a job that could not be persisted to the dead-letter list (on the worker's pipeline)."""
+    pipe.rpush(redis_keys.DEAD_LETTER, orjson.dumps(entry))
+
+
+async def newest_pending(redis: Any, org_id: str) -> float | None:
+    """When (ms, the enqueue time) the org's newest pending ingest job was queued; None if none is."""
+    newest = await redis.zrange(redis_keys.pending(org_id), -1, -1, withscores=True)
+    return newest[0][1] if newest else None
+
+
+async def pending_until(redis: Any, org_id: str, cutoff: float) -> int:
+    """How many of the org's pending ingest jobs were queued at or before `cutoff` (ms)."""
+    return int(await redis.zcount(redis_keys.pending(org_id), "-inf", cutoff))
+
+
+def read_depths(pipe: Any) -> None:
+    """Queue the reads of the queues' lengths on the caller's pipeline: three replies, the ingest
+    queue, the train queue and the dead-letter list."""
+    pipe.zcard(redis_keys.INGEST_QUEUE)
+    pipe.zcard(redis_keys.TRAIN_QUEUE)
+    pipe.llen(redis_keys.DEAD_LETTER)
 
 
 # Replace a dead-letter entry only if it is still there (LREM found it); an empty replacement

@@ -1,4 +1,8 @@
-"""Every Redis key and channel name, in one place, so the api and the worker cannot drift apart."""
+"""Every Redis key and channel name, in one place, so the api and the worker cannot drift apart.
+
+Only the owner of each kind of state imports this module (app/storage/redis_state/__init__.py
+lists them); everything else calls the owner's functions.
+"""
 
 from __future__ import annotations
 

@@ -8,11 +8,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from app import redis_keys
 from app.erasure_rule import before_erasure
 from app.queue import Queue
+from app.recommend import realtime
 from app.storage import catalog, events, identity, orgs, served
-from app.storage.redis_state import signals
+from app.storage.redis_state import signals, tombstones
 from workers.context import JobContext, worker_context
 from workers.failures import handle_failure
 
@@ -43,10 +43,10 @@ async def erase_user(ctx: JobContext, *, org_id: str, user_id: str, requested_at
         )
         return 0
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(*(redis_keys.recent(org_id, uid) for uid in ids))
-        pipe.hdel(redis_keys.aliases(org_id), *ids)
+        realtime.activity_forgotten(pipe, org_id, ids)
+        realtime.aliases_forgotten(pipe, org_id, ids)
         # Late records of these ids from before the request are dropped by the ingest job (app/erasure_rule.py).
-        pipe.hset(redis_keys.erased(org_id), mapping={uid: requested_at for uid in ids})
+        tombstones.erased(pipe, org_id, dict.fromkeys(ids, requested_at))
         # The trained model still holds the user: count the erasure as enough new data for the
         # scheduler to retrain at its next interval, whatever LEHNZ_TRAIN_MIN_NEW_EVENTS says.
         signals.count_new_data(pipe, org_id, max(1, deleted, shared.settings.train_min_new_events))

@@ -12,12 +12,12 @@ import time
 from typing import Any
 
 import asyncpg
-import orjson
 from arq import Retry
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from app import redis_keys
+from app.queue import job_settled, park
+from app.storage.redis_state import ingest_stats
 from workers.context import JobContext, job_id, job_try, worker_context
 
 log = logging.getLogger("lehnz.worker")
@@ -79,10 +79,10 @@ async def handle_failure(
     }
     redis = shared.redis
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.rpush(redis_keys.DEAD_LETTER, orjson.dumps(entry))
-        pipe.hincrby(redis_keys.INGEST_STATS, f"{kind}:failed", records)
+        park(pipe, entry)
+        ingest_stats.failed(pipe, kind, records)
         if "org_id" in kwargs and job:
-            pipe.zrem(redis_keys.pending(kwargs["org_id"]), job)
+            job_settled(pipe, kwargs["org_id"], job)
         await pipe.execute()
 
 

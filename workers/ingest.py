@@ -15,11 +15,12 @@ from typing import Any
 
 import asyncpg
 
-from app import redis_keys
 from app.erasure_rule import before_erasure
+from app.queue import job_settled
 from app.recommend import realtime
 from app.storage import catalog, events, identity
-from app.storage.redis_state import signals
+from app.storage.redis_state import ingest_stats, signals
+from app.storage.redis_state.tombstones import erasure_times
 from workers.context import JobContext, job_id, worker_context
 from workers.failures import handle_failure
 
@@ -41,8 +42,8 @@ async def ingest_items(ctx: JobContext, *, org_id: str, records: list[dict[str, 
         # items are new data: the scheduler retrains at its next interval, so they reach the
         # model-based strategies without waiting for events.
         signals.data_persisted(pipe, org_id, catalog_changed=True, new_data=len(records))
-        pipe.hincrby(redis_keys.INGEST_STATS, "items:persisted", len(records))
-        pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
+        ingest_stats.persisted(pipe, "items", len(records))
+        job_settled(pipe, org_id, job_id(ctx))
         await pipe.execute()
     return len(records)
 
@@ -60,8 +61,8 @@ async def ingest_users(ctx: JobContext, *, org_id: str, records: list[dict[str, 
                              records=len(records))
         return 0
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hincrby(redis_keys.INGEST_STATS, "users:persisted", len(records))
-        pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
+        ingest_stats.persisted(pipe, "users", len(records))
+        job_settled(pipe, org_id, job_id(ctx))
         await pipe.execute()
     return len(records)
 
@@ -108,8 +109,8 @@ async def ingest_events(ctx: JobContext, *, org_id: str, records: list[dict[str,
     await _merge_ids_identified_meanwhile(redis, org_id, list(by_user), keep=settings.recent_activity_len)
     async with redis.pipeline(transaction=True) as pipe:
         signals.data_persisted(pipe, org_id, catalog_changed=False, new_data=len(new_ids))
-        pipe.hincrby(redis_keys.INGEST_STATS, "events:persisted", len(new_ids))
-        pipe.zrem(redis_keys.pending(org_id), job_id(ctx))
+        ingest_stats.persisted(pipe, "events", len(new_ids))
+        job_settled(pipe, org_id, job_id(ctx))
         await pipe.execute()
     return len(new_ids)
 
@@ -144,7 +145,7 @@ async def _drop_erased(redis: Any, org_id: str, records: list[dict[str, Any]], *
     sent after it). An identify naming an erased id as its previous_user_id goes too: it would
     link the erased id again."""
     ids = {(org_id, user_id) for r in records for user_id in (r["user_id"], r.get("previous_user_id")) if user_id}
-    erased_at = await _erasure_times(redis, ids)
+    erased_at = await erasure_times(redis, ids)
     if not erased_at:
         return records
     happened = "occurred_at" if kind == "events" else "created_at"
@@ -166,7 +167,7 @@ async def _forget_erased_viewers(redis: Any, rows: list[dict[str, Any]]) -> list
     """Served rows of a user erased after the recommendation was served keep no user id (the
     erasure ran while they sat in the api's buffer or the queue); the rest of the row stays for
     analytics, as the erasure itself leaves it (workers/erasure.py)."""
-    erased_at = await _erasure_times(redis, {(r["org_id"], r["user_id"]) for r in rows if r.get("user_id")})
+    erased_at = await erasure_times(redis, {(r["org_id"], r["user_id"]) for r in rows if r.get("user_id")})
     if not erased_at:
         return rows
 
@@ -177,34 +178,14 @@ async def _forget_erased_viewers(redis: Any, rows: list[dict[str, Any]]) -> list
     return [{**r, "user_id": None} if erased_since(r) else r for r in rows]
 
 
-async def _erasure_times(redis: Any, users: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """(org id, user id) -> when that user's erasure was requested, for the erased ones among
-    `users` (the tombstones DELETE /v1/users/{id} leaves); one round trip."""
-    by_org: dict[str, list[str]] = defaultdict(list)
-    for org_id, user_id in sorted(users):
-        by_org[org_id].append(user_id)
-    if not by_org:
-        return {}
-    async with redis.pipeline(transaction=False) as pipe:
-        for org_id, user_ids in by_org.items():
-            pipe.hmget(redis_keys.erased(org_id), user_ids)
-        replies = await pipe.execute()
-    return {
-        (org_id, user_id): float(at)
-        for (org_id, user_ids), tombstones in zip(by_org.items(), replies, strict=True)
-        for user_id, at in zip(user_ids, tombstones, strict=True)
-        if at is not None
-    }
-
-
 async def _group_by_canonical_user(
     redis: Any, org_id: str, records: list[dict[str, Any]]
 ) -> dict[str, list[dict[str, Any]]]:
     user_ids = sorted({r["user_id"] for r in records})
     canonical: dict[str, str] = {}
     if user_ids:
-        resolved = await redis.hmget(redis_keys.aliases(org_id), user_ids)
-        canonical = {u: (c.decode() if c is not None else u) for u, c in zip(user_ids, resolved, strict=True)}
+        resolved = await realtime.canonical_ids(redis, org_id, user_ids)
+        canonical = {u: (c if c is not None else u) for u, c in zip(user_ids, resolved, strict=True)}
     by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_user[canonical[record["user_id"]]].append(record)
@@ -219,8 +200,8 @@ async def _merge_ids_identified_meanwhile(redis: Any, org_id: str, written: list
     that write, finds our events."""
     if not written:
         return
-    now_canonical = await redis.hmget(redis_keys.aliases(org_id), written)
-    late = [(user, target.decode()) for user, target in zip(written, now_canonical, strict=True) if target is not None]
+    now_canonical = await realtime.canonical_ids(redis, org_id, written)
+    late = [(user, target) for user, target in zip(written, now_canonical, strict=True) if target is not None]
     if not late:
         return
     async with redis.pipeline(transaction=False) as pipe:

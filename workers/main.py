@@ -18,10 +18,9 @@ from typing import Any
 from arq import cron
 from arq.worker import Worker, func
 
-from app import redis_keys
 from app.memory import collect_less_often
 from app.model_store import ModelStore
-from app.queue import Queue, create_redis, job_deserializer, job_serializer
+from app.queue import INGEST_QUEUE, TRAIN_QUEUE, Queue, create_redis, job_deserializer, job_serializer
 from app.settings import Settings
 from app.storage.db import create_engine, create_session_factory
 from workers import erasure, ingest, retention, training
@@ -60,7 +59,7 @@ def build_workers(settings: Settings, ctx: JobContext, redis: Any, *, burst: boo
         ]
         if not burst
         else None,
-        queue_name=redis_keys.INGEST_QUEUE,
+        queue_name=INGEST_QUEUE,
         max_jobs=settings.worker_concurrency,
         job_timeout=settings.ingest_job_timeout_s,
         **common,
@@ -79,7 +78,7 @@ def build_workers(settings: Settings, ctx: JobContext, redis: Any, *, burst: boo
         ]
         if not burst
         else None,
-        queue_name=redis_keys.TRAIN_QUEUE,
+        queue_name=TRAIN_QUEUE,
         max_jobs=1,
         job_timeout=settings.train_job_timeout_s,
         **common,

@@ -22,10 +22,10 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from sqlalchemy.exc import IntegrityError
 
-from app import redis_keys
+from app.queue import newest_pending, pending_until
 from app.settings import Settings
 from app.storage import events, training_runs
-from app.storage.redis_state import signals
+from app.storage.redis_state import signals, train_flags
 from app.supervisor import exit_with_parent
 from workers.context import JobContext, worker_context
 
@@ -68,7 +68,7 @@ async def _heartbeat(redis: Any, org_id: str, reason: str) -> None:
     while True:
         await asyncio.sleep(_HEARTBEAT_EVERY_S)
         with contextlib.suppress(Exception):
-            await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
+            await train_flags.beat(redis, org_id, reason, ttl_s=HEARTBEAT_TTL_S)
 
 
 async def release_orphaned_trains(redis: Any, settings: Settings) -> list[str]:
@@ -83,7 +83,7 @@ async def release_orphaned_trains(redis: Any, settings: Settings) -> list[str]:
         in_progress = key.decode() if isinstance(key, bytes) else key
         org_id = in_progress.removeprefix(in_progress_key_prefix).removeprefix("train:")
         running_for_ms = started_ttl_ms - int(await redis.pttl(in_progress))
-        if running_for_ms > 60_000 and not await redis.exists(redis_keys.training(org_id)):
+        if running_for_ms > 60_000 and not await train_flags.is_running(redis, org_id):
             await redis.delete(in_progress)
             released.append(org_id)
     if released:
@@ -104,26 +104,24 @@ async def wait_for_queued_ingest(
     list), so a train asked for right after a 202 learns from what that 202 accepted. Jobs queued
     later are not waited for (steady traffic cannot hold a train back). Returns how many it waited for.
     The "training" flag is set meanwhile: the train has started, and status says so."""
-    pending = redis_keys.pending(org_id)
-    newest = await redis.zrange(pending, -1, -1, withscores=True)
-    if not newest:
+    cutoff = await newest_pending(redis, org_id)  # the enqueue time (ms) of the newest job queued so far
+    if cutoff is None:
         return 0
-    cutoff = newest[0][1]  # the enqueue time (ms) of the newest job queued so far
-    waiting = int(await redis.zcount(pending, "-inf", cutoff))
+    waiting = await pending_until(redis, org_id, cutoff)
     log.info("train of org %s waits for %d queued ingest job(s)", org_id, waiting)
     deadline = time.monotonic() + timeout_s
     beat_at = 0.0
     try:
-        while await redis.zcount(pending, "-inf", cutoff):
+        while await pending_until(redis, org_id, cutoff):
             if time.monotonic() >= deadline:
                 log.warning("train of org %s goes on after %.0f s with ingest still queued", org_id, timeout_s)
                 break
             if time.monotonic() >= beat_at:
-                await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
+                await train_flags.beat(redis, org_id, reason, ttl_s=HEARTBEAT_TTL_S)
                 beat_at = time.monotonic() + _HEARTBEAT_EVERY_S
             await asyncio.sleep(_INGEST_POLL_S)
     except asyncio.CancelledError:
-        await redis.delete(redis_keys.training(org_id))  # stopping: arq re-queues the train
+        await train_flags.clear(redis, org_id)  # stopping: arq re-queues the train
         raise
     return waiting
 
@@ -132,12 +130,12 @@ async def train_org(ctx: JobContext, *, org_id: str, reason: str = "manual") -> 
     shared = worker_context(ctx)
     settings, redis = shared.settings, shared.redis
     started = datetime.now(UTC)
-    await redis.hdel(redis_keys.TRAIN_AGAIN, org_id)  # taken: this train starts after those requests
+    await train_flags.take_train_again(redis, org_id)  # taken: this train starts after those requests
     await wait_for_queued_ingest(redis, org_id, reason=reason)
     pending_new = await signals.new_data_of(redis, org_id)
-    search = bool(await redis.hdel(redis_keys.SEARCH_REQUESTED, org_id))  # taken: asked once, searched once
+    search = await train_flags.take_search_request(redis, org_id)  # taken: asked once, searched once
     previous_quality = await _last_quality(ctx, org_id)
-    await redis.set(redis_keys.training(org_id), reason, ex=HEARTBEAT_TTL_S)
+    await train_flags.beat(redis, org_id, reason, ttl_s=HEARTBEAT_TTL_S)
     log.info("training org %s (%s%s)", org_id, reason, ", model search requested" if search else "")
     heartbeat = asyncio.create_task(_heartbeat(redis, org_id, reason))
     try:
@@ -153,7 +151,7 @@ async def train_org(ctx: JobContext, *, org_id: str, reason: str = "manual") -> 
     except asyncio.CancelledError:
         # Stopping or timed out: arq re-queues the job; do not leave "training" set meanwhile.
         await _restore_search_request(redis, org_id, search)
-        await redis.delete(redis_keys.training(org_id))
+        await train_flags.clear(redis, org_id)
         raise
     except Exception as exc:  # noqa: BLE001 - every failure is recorded; the previous model keeps serving
         await _restore_search_request(redis, org_id, search)
@@ -163,7 +161,7 @@ async def train_org(ctx: JobContext, *, org_id: str, reason: str = "manual") -> 
         if not await _record(ctx, org_id, started=started, status="failed", error=error):
             return await _org_deleted_meanwhile(ctx, org_id)
         log.error("training org %s failed: %s", org_id, error)
-        await redis.delete(redis_keys.training(org_id))
+        await train_flags.clear(redis, org_id)
         return {"status": "failed", "error": error}
 
     if not await _record(ctx, org_id, started=started, status="succeeded", summary=summary):
@@ -173,7 +171,7 @@ async def train_org(ctx: JobContext, *, org_id: str, reason: str = "manual") -> 
     async with redis.pipeline(transaction=True) as pipe:
         signals.model_trained(pipe, org_id, version=summary["version"], consumed_new_data=pending_new,
                               duration_s=summary["duration_ms"] / 1000, quality=summary.get("quality"))
-        pipe.delete(redis_keys.training(org_id))
+        train_flags.cleared(pipe, org_id)
         await pipe.execute()
     shared.model_store.prune(org_id, keep=3)
     log.info("trained org %s: version %s in %d ms", org_id, summary["version"], summary["duration_ms"])
@@ -191,7 +189,7 @@ async def _restore_search_request(redis: Any, org_id: str, search: bool) -> None
     """A train that asked for a search and did not finish leaves the request for the next one."""
     if search:
         with contextlib.suppress(Exception):
-            await redis.hset(redis_keys.SEARCH_REQUESTED, org_id, time.time())
+            await train_flags.ask_for_search(redis, org_id)
 
 
 def _org_missing(exc: IntegrityError) -> bool:
@@ -205,7 +203,7 @@ async def _org_deleted_meanwhile(ctx: JobContext, org_id: str) -> dict[str, Any]
     """`lehnz org delete` ran while this org trained: remove what the train wrote, record nothing."""
     shared = worker_context(ctx)
     shared.model_store.delete_org(org_id)
-    await shared.redis.delete(redis_keys.training(org_id))
+    await train_flags.clear(shared.redis, org_id)
     log.info("org %s was deleted while it trained; its new model was discarded", org_id)
     return {"status": "org deleted"}
 
@@ -253,10 +251,10 @@ async def schedule_training(ctx: JobContext) -> int:
             due[org_id] = "no model yet"
         elif (now - last).total_seconds() >= settings.train_interval_s:
             due[org_id] = "schedule"
-    for raw in await redis.hkeys(redis_keys.SEARCH_REQUESTED):  # asked while a train of the org ran
-        due.setdefault(raw.decode() if isinstance(raw, bytes) else raw, "model search requested")
-    for raw in await redis.hkeys(redis_keys.TRAIN_AGAIN):  # asked while a train of the org ran
-        due.setdefault(raw.decode() if isinstance(raw, bytes) else raw, "asked while training")
+    for org_id in await train_flags.searches_requested(redis):  # asked while a train of the org ran
+        due.setdefault(org_id, "model search requested")
+    for org_id in await train_flags.trains_asked_again(redis):  # asked while a train of the org ran
+        due.setdefault(org_id, "asked while training")
     for org_id, reason in due.items():
         await shared.queue.enqueue_train(org_id, reason=reason)
         queued += 1

@@ -11,8 +11,9 @@ import contextlib
 import logging
 from typing import Any
 
-from app import redis_keys
 from app.api.state import AppState
+from app.key_epoch import read_epoch
+from app.storage.redis_state import signals
 
 log = logging.getLogger("lehnz.sync")
 
@@ -44,12 +45,10 @@ class SyncLoop:
         org_ids = models.org_ids() if models is not None else []
         # MULTI: the two set sizes are read at one instant (_follow_org_sets relies on it).
         async with self.state.redis.pipeline(transaction=True) as pipe:
-            pipe.get(redis_keys.KEYS_EPOCH)
-            pipe.scard(redis_keys.SERVING_ORGS)
-            pipe.scard(redis_keys.DELETED_ORGS)
+            read_epoch(pipe)  # results[0]
+            signals.read_org_set_sizes(pipe)  # results[1], results[2]: serving, deleted
             for org_id in org_ids:
-                pipe.get(redis_keys.model_version(org_id))
-                pipe.get(redis_keys.catalog_version(org_id))
+                signals.read_versions(pipe, org_id)  # model version, catalog version
             results = await asyncio.wait_for(pipe.execute(), timeout=2)
         self.state.keys.on_epoch(results[0])
         self.state.keys.sync_healthy = True
@@ -79,8 +78,7 @@ class SyncLoop:
         if not first and (serving, deleted) == self._org_sets:
             return
         async with self.state.redis.pipeline(transaction=True) as pipe:
-            pipe.smembers(redis_keys.SERVING_ORGS)
-            pipe.smembers(redis_keys.DELETED_ORGS)
+            signals.read_org_sets(pipe)
             serving_members, deleted_members = await asyncio.wait_for(pipe.execute(), timeout=2)
         models.forget(sorted(_decoded(deleted_members)))  # first: an org being deleted is never adopted
         if not first:  # at start-up the preload loads the orgs there are

@@ -210,12 +210,12 @@ async def _erasures(settings: Settings, org_id: str) -> dict[str, float]:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    from app import redis_keys
     from app.errors import ServiceUnavailable
+    from app.storage.redis_state import tombstones
 
     client = Redis.from_url(settings.redis_url or "", socket_connect_timeout=2, socket_timeout=30)
     try:
-        tombstones = await client.hgetall(redis_keys.erased(org_id))
+        return await tombstones.of_org(client, org_id)
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable(
             f"cannot read the erasure records in Redis ({exc}); importing events or users without them "
@@ -224,7 +224,6 @@ async def _erasures(settings: Settings, org_id: str) -> dict[str, float]:
         ) from None
     finally:
         await client.aclose()
-    return {user.decode(): float(at) for user, at in tombstones.items()}
 
 
 async def _notify_redis(settings: Settings, org_id: str, result: ImportResult) -> list[str]:

@@ -6,6 +6,10 @@ entries. Writes are idempotent by event id: an event stored before (a retried jo
 batch) is written as stored and only if the set does not hold its id yet, whatever else
 differs (a client's retry of an event without `timestamp` gets a later receive time), so no
 event is ever counted twice.
+
+The alias map (per org, alias user id -> canonical user id) lives here too: identity stitching
+writes it, requests and the ingest worker resolve ids through it, and an erasure removes the
+user's ids from it and their activity (activity_forgotten, aliases_forgotten).
 """
 
 from __future__ import annotations
@@ -161,6 +165,22 @@ def identities_stitched(pipe: Pipeline, org_id: str, aliases: dict[str, str], *,
     for canonical_id, alias_ids in by_canonical.items():
         pipe.hset(redis_keys.aliases(org_id), mapping=dict.fromkeys(alias_ids, canonical_id))
         merge_users(pipe, org_id, into=canonical_id, sources=alias_ids, keep=keep)
+
+
+def activity_forgotten(pipe: Pipeline, org_id: str, user_ids: Iterable[str]) -> None:
+    """An erasure: the users' recent activity goes (on the caller's pipeline, with the tombstones)."""
+    pipe.delete(*(redis_keys.recent(org_id, user_id) for user_id in user_ids))
+
+
+def aliases_forgotten(pipe: Pipeline, org_id: str, user_ids: Iterable[str]) -> None:
+    """An erasure: these ids leave the alias map (on the caller's pipeline)."""
+    pipe.hdel(redis_keys.aliases(org_id), *user_ids)
+
+
+async def canonical_ids(redis: Redis, org_id: str, user_ids: list[str]) -> list[str | None]:
+    """The canonical id each of `user_ids` was stitched into, None where it is not an alias; one HMGET."""
+    resolved = await redis.hmget(redis_keys.aliases(org_id), user_ids)  # type: ignore[misc]
+    return [None if c is None else c.decode() if isinstance(c, bytes) else str(c) for c in resolved]
 
 
 async def resolve_user(redis: Redis, org_id: str, user_id: str) -> str:

@@ -11,11 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import PlainTextResponse, Response
 
-from app import metrics, redis_keys
+from app import metrics
 from app.api.deps import State
 from app.api.envelope import failure, ok
 from app.errors import Unauthorized, field_error
+from app.queue import read_depths
 from app.schemas.envelope import ErrorEnvelope
+from app.storage.redis_state import ingest_stats, signals
 
 router = APIRouter(tags=["health"])
 
@@ -87,23 +89,19 @@ async def _collect_shared(state: State) -> None:
     """Series owned by workers live in Redis; copy them into this process's registry at scrape time."""
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(redis_keys.INGEST_QUEUE)
-            pipe.zcard(redis_keys.TRAIN_QUEUE)
-            pipe.llen(redis_keys.DEAD_LETTER)
-            pipe.hgetall(redis_keys.INGEST_STATS)
-            pipe.hgetall(redis_keys.TRAIN_STATS)
-            ingest_q, train_q, dead, ingest_stats, train_stats = await asyncio.wait_for(pipe.execute(), 2)
+            read_depths(pipe)
+            ingest_stats.read(pipe)
+            signals.read_train_figures(pipe)
+            ingest_q, train_q, dead, ingest_counts, train_figures = await asyncio.wait_for(pipe.execute(), 2)
     except Exception:  # noqa: BLE001 - Redis down: scrape what this process knows
         return
     metrics.QUEUE_DEPTH.labels("ingest").set(ingest_q)
     metrics.QUEUE_DEPTH.labels("train").set(train_q)
     metrics.QUEUE_DEPTH.labels("dead-letter").set(dead)
-    for field, value in ingest_stats.items():
-        kind, outcome = field.decode().split(":", 1)
+    for kind, outcome, records in ingest_stats.counts(ingest_counts):
         gauge = metrics.INGEST_PERSISTED if outcome == "persisted" else metrics.INGEST_FAILED
-        gauge.labels(kind).set(float(value))
-    for field, value in train_stats.items():
-        org, what = field.decode().rsplit(":", 1)
+        gauge.labels(kind).set(records)
+    for org, what, value in signals.train_figures(train_figures):
         stat_gauge = metrics.TRAIN_STATS_GAUGES.get(what)
         if stat_gauge is not None:
             stat_gauge.labels(org).set(float(value))

@@ -10,13 +10,16 @@
 - The last train's figures (duration, time, model-search quality) that /metrics shows.
 
 Writers queue their commands on the caller's pipeline, so each stays in the caller's
-transaction with its other writes. The api reads the pointers and the two sets in one pipeline
-per tick (app/api/sync.py), and /metrics the train figures (app/api/routes/health.py).
+transaction with its other writes. The api reads the pointers and the two sets' sizes in one
+MULTI per tick (app/api/sync.py: read_org_set_sizes, read_versions) and /metrics the train
+figures (app/api/routes/health.py: read_train_figures): those readers queue their commands on
+the caller's pipeline too, each a fixed number of replies, in the order documented.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from app import redis_keys
@@ -73,6 +76,38 @@ def _quality_stats(org_id: str, quality: dict[str, Any] | None) -> dict[str, flo
     if ratio is not None:
         stats[f"{org_id}:vs_popular"] = float(ratio)
     return stats
+
+
+def read_train_figures(pipe: Any) -> None:
+    """Queue the read of every org's train figures (one reply, for train_figures())."""
+    pipe.hgetall(redis_keys.TRAIN_STATS)
+
+
+def train_figures(reply: dict[bytes, bytes]) -> Iterator[tuple[str, str, bytes]]:
+    """(org id, figure (one of TRAIN_STATS_FIELDS), its value as stored) for each field of
+    read_train_figures()'s reply."""
+    for field, value in reply.items():
+        org, what = field.decode().rsplit(":", 1)
+        yield org, what, value
+
+
+def read_versions(pipe: Any, org_id: str) -> None:
+    """Queue the reads of the org's two version pointers: two replies, the model version and
+    the catalog version (None where not set)."""
+    pipe.get(redis_keys.model_version(org_id))
+    pipe.get(redis_keys.catalog_version(org_id))
+
+
+def read_org_set_sizes(pipe: Any) -> None:
+    """Queue the reads of the sizes of the serving and the deleted sets: two replies, in that order."""
+    pipe.scard(redis_keys.SERVING_ORGS)
+    pipe.scard(redis_keys.DELETED_ORGS)
+
+
+def read_org_sets(pipe: Any) -> None:
+    """Queue the reads of the serving and the deleted sets' members: two replies, in that order."""
+    pipe.smembers(redis_keys.SERVING_ORGS)
+    pipe.smembers(redis_keys.DELETED_ORGS)
 
 
 async def is_deleted(redis: Any, org_id: str) -> bool:
