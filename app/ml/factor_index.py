@@ -8,10 +8,15 @@ top k, ties included. ALS gives the items people engage with the large norms, so
 benchmark's 100k catalog the first chunk (1,024 items) settles the median user (the exact full
 product reads all 12.8 MB of factors per request). The worst case (a narrow filter, a taste
 that only reaches the tail) scans everything, in a few growing chunks.
+
+The same scan ranks `max(score, 0) * w_i` for per-item weights w_i in [0, 1] (price-optimized's
+price-band multiplier): a weight only lowers a positive score, so the bound still holds and
+the weights are computed for the scanned items only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +38,10 @@ def demote(scores: np.ndarray, demotion: np.ndarray | None) -> np.ndarray:
     demoted *= demotion[: len(scores)]
     np.subtract(scores, demoted, out=demoted)
     return demoted
+
+
+# Item indices -> a weight in [0, 1] per item (see FactorIndex.top).
+Weights = Callable[[np.ndarray], np.ndarray]
 
 
 class TopItems(NamedTuple):
@@ -62,11 +71,15 @@ class FactorIndex:
     def lowest_possible(self, user: np.ndarray) -> float:
         return -self.floor_per_norm * float(np.linalg.norm(user.astype(np.float64)))
 
-    def top(self, user: np.ndarray, ok: np.ndarray, k: int) -> TopItems:
+    def top(
+        self, user: np.ndarray, ok: np.ndarray, k: int, *, weights: Weights | None = None
+    ) -> TopItems:
         """The k best items i with ok[i], by (score desc, item index asc), and their scores.
 
         `ok` covers the model's items. Chunks are laid out the same way for every call, so an
         item's score is the same float whatever k or the filters are (pages never disagree).
+        With `weights` (item indices -> weights in [0, 1]) an item's score is
+        max(demoted score, 0) * its weight.
         """
         norm = float(np.linalg.norm(user.astype(np.float64)))
         picked = np.empty(0, dtype=np.int64)
@@ -81,8 +94,11 @@ class FactorIndex:
                 chunk = self.factors[start:stop] @ user
                 if self.demotion is not None:
                     chunk = demote(chunk, self.demotion[start:stop])
-                picked = np.concatenate([picked, items[keep]])
-                scores = np.concatenate([scores, chunk[keep]])
+                kept, chunk = items[keep], chunk[keep]
+                if weights is not None:
+                    chunk = (np.maximum(chunk, 0) * weights(kept)).astype(np.float32)
+                picked = np.concatenate([picked, kept])
+                scores = np.concatenate([scores, chunk])
                 if picked.size > k:
                     best = top_order(scores, picked, k)
                     picked, scores = picked[best], scores[best]

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from app.ml.artifacts import OrgModels
-from app.ml.factor_index import FactorIndex
+from app.ml.factor_index import FactorIndex, Weights
 from app.recommend.catalog import Catalog
 from app.recommend.realtime import Activity
 from app.settings import Settings
@@ -71,13 +71,15 @@ class ReusedDense:
 class FactorRanking:
     """Dense scores `demote(item_factors @ user)` over every model item, never all computed:
     the service asks the model's FactorIndex for the page's best, exactly (personalized on ALS).
-    Every model item is a candidate (the user vector and the factors are finite)."""
+    Every model item is a candidate (the user vector and the factors are finite). With
+    `weights`, the scores are max(that, 0) * weights(item) (price-optimized on ALS)."""
 
     index: FactorIndex
     user: np.ndarray  # float32 factor vector
     reason: str
     mode: str | None = None
     exclude: np.ndarray | None = None  # as Ranking.exclude
+    weights: Weights | None = None
 
 
 def memoised_recent(

@@ -157,9 +157,10 @@ def _factor_stage(ranking: FactorRanking, available: np.ndarray, out: _PageBuild
     if count and out.missing > 0:
         if m < n:  # the catalog is realigned to the model, so only a stand-in catalog is shorter
             ok = np.concatenate([ok, np.zeros(n - m, dtype=bool)])
-        picked, raw, _ = ranking.index.top(ranking.user, ok, min(out.missing, count))
+        picked, raw, _ = ranking.index.top(ranking.user, ok, min(out.missing, count), weights=ranking.weights)
         high = float(raw[0])
-        low = 0.0 if high > 0 else ranking.index.lowest_possible(ranking.user)
+        # Weighted scores are never negative (see FactorIndex.top).
+        low = 0.0 if high > 0 or ranking.weights is not None else ranking.index.lowest_possible(ranking.user)
         out.extend(picked, normalise(raw.astype(np.float64), high=high, low=low), [ranking.reason] * picked.size)
     available[:m] = False
     return count
