@@ -618,15 +618,17 @@ def test_the_dense_shortlist_ranks_as_the_whole_vector_would(
     available=AVAILABLE_SHARES,
     spread=st.sampled_from([0, 1, 4]),  # factor values in [-spread, spread]: 0 = every score tied
     demoted=st.booleans(),
+    weighted=st.booleans(),
 )
-@example(seed=0, n=3000, k=20, available=1.0, spread=0, demoted=False)  # everything tied at 0
+@example(seed=0, n=3000, k=20, available=1.0, spread=0, demoted=False, weighted=False)  # all tied at 0
 def test_the_factor_index_finds_the_top_of_the_full_product(
-    seed: int, n: int, k: int, available: float, spread: int, demoted: bool
+    seed: int, n: int, k: int, available: float, spread: int, demoted: bool, weighted: bool
 ) -> None:
-    """FactorIndex.top is the prefix of the full sort of demote(Y @ u), ties by item index.
+    """FactorIndex.top is the prefix of the full sort of demote(Y @ u), ties by item index; with
+    weights (price-optimized), of max(that, 0) * weight.
 
-    Small integer factors and quarter demotions keep every float32 product exact, so the full
-    product and the chunked scan agree to the bit and ties are plentiful."""
+    Small integer factors and quarter demotions and weights keep every float32 product exact, so
+    the full product and the chunked scan agree to the bit and ties are plentiful."""
     rng = np.random.default_rng(seed)
     factors = rng.integers(-spread, spread + 1, size=(n, 8)).astype(np.float32)
     user = rng.integers(-3, 4, size=8).astype(np.float32)
@@ -639,12 +641,16 @@ def test_the_factor_index_finds_the_top_of_the_full_product(
         return
     k = min(k, int(ok.sum()))
     full = demote(factors @ user, demotion)
+    weights = rng.choice([0.25, 0.5, 0.75, 1.0], size=n) if weighted else None
+    if weights is not None:
+        full = (np.maximum(full, 0) * weights).astype(np.float32)
     expected = top_order(np.where(ok, full, -np.inf), np.arange(n), k)
     index = FactorIndex(factors, demotion)
-    top = index.top(user, ok, k)
+    top = index.top(user, ok, k, weights=None if weights is None else weights.__getitem__)
     assert top.items.tolist() == expected.tolist()
     assert top.scores.tolist() == full[expected].tolist()
-    assert (full >= index.lowest_possible(user)).all()
+    if weights is None:
+        assert (full >= index.lowest_possible(user)).all()
 
 
 @PROPERTY
