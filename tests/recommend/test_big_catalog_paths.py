@@ -1,12 +1,14 @@
-"""price-optimized on ALS ranks through the factor index (a weighted scan of a few chunks)
-instead of scoring the whole catalog, and answers exactly what the whole-catalog rule does:
-taste (personalized's score, negatives at 0) times the price-band multiplier."""
+"""Big-catalog paths that answer exactly what the whole-catalog rule does, without computing it:
+price-optimized on ALS through the factor index (a weighted scan of a few chunks; taste, i.e.
+personalized's score with negatives at 0, times the price-band multiplier), and
+category-popular as a sparse ranking of the category's members."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+import orjson
 
 from app.ml.factor_index import FactorIndex, demote
 from app.ml.interactions import CatalogSnapshot, InteractionLog
@@ -39,7 +41,8 @@ def priced_world(n_users: int = 400, n_items: int = 3000, seed: int = 2) -> tupl
     log = InteractionLog.build(user_ids=users, item_ids=items, event_names=names,
                                weights=[3.0 if n == "purchase" else 1.0 for n in names], timestamps=times,
                                prices=paid)
-    attributes = [{"price": float(p)} if i % 5 else {} for i, p in enumerate(prices)]  # a fifth unpriced
+    attributes = [{"category": f"c{i % 7}", **({"price": float(p)} if i % 5 else {})}  # a fifth unpriced
+                  for i, p in enumerate(prices)]
     return log, CatalogSnapshot.build([f"i{i}" for i in range(n_items)], attributes=attributes)
 
 
@@ -103,3 +106,25 @@ def test_without_a_known_price_for_the_user_it_is_plain_personalized():
                       context_item=None, context_item_given=False, category=None)
     ranking = price_optimized(ctx)
     assert isinstance(ranking, FactorRanking) and ranking.weights is None and ranking.mode == "behavioral"
+
+
+def test_category_popular_lists_the_category_by_popularity_as_the_whole_catalog_rule_does():
+    from workers.train_process import train_models
+
+    log, snapshot = priced_world()
+    settings = Settings.model_construct(model_search=False)
+    models, _ = train_models(log, snapshot, settings, now=NOW + DAY, version="v1")
+    rows = [(i, "product", "active", orjson.dumps(a).decode(), 0.0, 0.0)
+            for i, a in zip(snapshot.item_ids.tolist(), snapshot.attributes)]
+    catalog = Catalog.build(rows, order=models.item_ids)
+    popularity = models.popularity.astype(np.float64) * models.exposure_penalty
+    in_category = np.array([catalog.attributes[i].get("category") == "c3" for i in range(len(catalog))])
+    expected_all = np.flatnonzero(in_category[: models.n_items] & (popularity > 0))
+    expected = expected_all[np.lexsort((expected_all, -popularity[expected_all]))]
+    for page in (1, 2, 3):
+        ctx = RankContext(models=models, catalog=catalog, settings=settings, now=NOW + DAY, user_id=None,
+                          context_item=None, context_item_given=False, category="c3")
+        answer = rank(REGISTRY["category-popular"], ctx, compile_filters({"category": "c3"}), page=page, limit=25)
+        assert answer.indices == expected[(page - 1) * 25:page * 25].tolist()
+        assert set(answer.reasons) == {"category_popular"}
+        assert answer.total_count == in_category.sum()  # its fallbacks list the category's other items
