@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,8 +98,10 @@ class AttributeColumn:
             kept = old_items < n if keep is None else keep[old_items]
             pair_codes.append(old_codes[kept])
             pair_items.append(old_items[kept])
-        new_codes: list[int] = []
-        new_items: list[int] = []
+        # C arrays, not lists: a million Python ints would cost ~70 MB per column while it is
+        # built, and the api's RSS would keep the high-water mark.
+        new_codes = array("i")
+        new_items = array("q")
         for i, attrs in rows:
             numbers[i], codes[i] = np.nan, -1
             if not attrs or key not in attrs:
@@ -106,8 +109,9 @@ class AttributeColumn:
             value = attrs[key]
             scalar = value_key(value)
             if scalar is not None:
-                codes[i] = vocab.setdefault(scalar, len(vocab))
-                new_codes.append(codes[i])
+                code = vocab.setdefault(scalar, len(vocab))
+                codes[i] = code
+                new_codes.append(code)
                 new_items.append(i)
                 if scalar[0] == "n" and math.isfinite(scalar[1]):
                     numbers[i] = scalar[1]
@@ -117,8 +121,8 @@ class AttributeColumn:
                     if element_key is not None:
                         new_codes.append(vocab.setdefault(element_key, len(vocab)))
                         new_items.append(i)
-        pair_codes.append(np.asarray(new_codes, dtype=np.int32))
-        pair_items.append(np.asarray(new_items, dtype=np.int64))
+        pair_codes.append(np.frombuffer(new_codes, dtype=np.int32) if new_codes else np.zeros(0, np.int32))
+        pair_items.append(np.frombuffer(new_items, dtype=np.int64) if new_items else np.zeros(0, np.int64))
         all_codes, all_items = np.concatenate(pair_codes), np.concatenate(pair_items)
         pairs = np.unique(all_items * max(len(vocab), 1) + all_codes)  # a list may repeat an element
         return cls(numbers, codes, vocab, Members(vocab, (pairs % max(len(vocab), 1)).astype(np.int32),
