@@ -27,10 +27,12 @@ from app.ml.topk import top_order
 # any score the product can return, so the stop rule never cuts a true top-k item.
 _MARGIN = 1e-4
 _FIRST_CHUNK = 1024
-# A filter passing at most this share of the items (a category and a price cap on a big
-# catalog) is ranked by scoring exactly its items: the bound scan would read most of the
-# factors before k of them turned up (~25 ms at 1M items), these rows are a few MB at most.
-_DIRECT_SHARE = 1 / 16
+# A scan that has read as many rows as the filter passes items without settling (a category
+# and a price cap on a big catalog: k of them turn up only deep in the bound order) stops and
+# scores exactly the filter's items instead: per row read, the scan (its masks, concatenations
+# and partial sorts) costs about what reading one filtered row directly does, so it never
+# costs much more than either would alone.
+_GATHER_COST = 1
 
 
 def demote(scores: np.ndarray, demotion: np.ndarray | None) -> np.ndarray:
@@ -89,14 +91,15 @@ class FactorIndex:
         With `weights` (item indices -> weights in [0, 1]) an item's score is
         max(demoted score, 0) * its weight.
         """
-        if np.count_nonzero(ok) <= _DIRECT_SHARE * self.n_items:
-            return self._top_of(np.flatnonzero(ok), user, k, weights)
+        scan_budget = _GATHER_COST * int(np.count_nonzero(ok))
         norm = float(np.linalg.norm(user.astype(np.float64)))
         picked = np.empty(0, dtype=np.int64)
         scores = np.empty(0, dtype=np.float32)
         start, size, n = 0, _FIRST_CHUNK, self.n_items
         stop = 0
         while start < n:
+            if start >= scan_budget:
+                return self._top_of(np.flatnonzero(ok), user, k, weights, scanned=start)
             stop = min(start + size, n)
             items = self.order[start:stop]
             keep = ok[items]
@@ -118,12 +121,15 @@ class FactorIndex:
         final = top_order(scores, picked, min(k, picked.size))
         return TopItems(picked[final], scores[final], stop)
 
-    def _top_of(self, items: np.ndarray, user: np.ndarray, k: int, weights: Weights | None) -> TopItems:
-        """The k best of these items, each scored (a narrow filter's candidates)."""
+    def _top_of(
+        self, items: np.ndarray, user: np.ndarray, k: int, weights: Weights | None, *, scanned: int
+    ) -> TopItems:
+        """The k best of these items, each scored (a narrow filter's candidates); `scanned`:
+        the rows the scan read before."""
         scores = self.item_factors[items] @ user
         if self.item_demotion is not None:
             scores = demote(scores, self.item_demotion[items])
         if weights is not None:
             scores = (np.maximum(scores, 0) * weights(items)).astype(np.float32)
         final = top_order(scores, items, min(k, items.size))
-        return TopItems(items[final], scores[final], int(items.size))
+        return TopItems(items[final], scores[final], scanned + int(items.size))

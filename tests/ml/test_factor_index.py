@@ -48,7 +48,7 @@ def test_the_top_items_of_real_factors_after_scoring_a_few_percent(als_factors):
     assert np.median(scanned) <= 0.2 * N_ITEMS  # the point of it: most of the catalog is never scored
 
 
-def test_a_narrow_filter_scores_just_its_items(als_factors):
+def test_a_narrow_filter_soon_scores_just_its_items(als_factors):
     user_factors, item_factors = als_factors
     index = FactorIndex(item_factors, None)
     ok = np.zeros(N_ITEMS, dtype=bool)
@@ -56,11 +56,11 @@ def test_a_narrow_filter_scores_just_its_items(als_factors):
     user = next(u for u in user_factors if u.any())
     top = index.top(user, ok, 5)
     assert sorted(top.items.tolist()) == sorted(index.order[-3:].tolist())
-    assert top.scanned == 3
+    assert top.scanned == 1024 + 3  # one chunk of the scan, then the three scored directly
 
 
 def test_a_filter_of_a_few_percent_gives_the_exact_top_k(als_factors):
-    """A category and a price cap: too narrow for the bound scan, so its items are scored."""
+    """A category and a price cap: the scan, or when it does not settle soon, its items scored."""
     user_factors, item_factors = als_factors
     demotion = np.random.default_rng(6).choice(np.float32([0, 0, 0.5]), size=N_ITEMS)
     index = FactorIndex(item_factors, demotion)
@@ -71,7 +71,7 @@ def test_a_filter_of_a_few_percent_gives_the_exact_top_k(als_factors):
         top = index.top(user, ok, 20)
         full = demote(item_factors @ user, demotion)
         full[~ok] = -np.inf
-        assert top.scanned == ok.sum()
+        assert top.scanned <= 3 * ok.sum() + 1024  # never much more than scoring the filter
         np.testing.assert_allclose(top.scores, np.sort(full)[::-1][:20], rtol=1e-5, atol=1e-6)
         assert ok[top.items].all()
 
