@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     als_iterations: int = _ML["iterations"]
     als_regularization: float = _ML["regularization"]
     als_alpha: float = _ML["alpha"]
+    als_presence: bool = Field(
+        default=_ML["als_presence"], description="ALS confidence from presence(weight), not the decayed weight"
+    )
     knn_neighbours: int = _ML["knn_neighbours"]
     ease_max_items: int = Field(
         default=_ML["ease_max_items"], description="use EASE for personalized when the catalog is at most this big"

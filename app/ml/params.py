@@ -29,6 +29,10 @@ class TrainParams:
     iterations: int = 30
     regularization: float = 10.0
     alpha: float = 0.5  # ALS confidence = 1 + alpha * decayed weight (Hu, Koren, Volinsky 2008)
+    # ALS confidence = 1 + alpha * presence(weight) instead (als.py): an old interaction still a
+    # full "yes". The model search tries both (selection.ALS_GRID); LEHNZ_ALS_PRESENCE sets the
+    # configured ALS (the default family's, on catalogs too big for EASE).
+    als_presence: bool = False
     decay_half_life_days: float = 30.0
     trending_half_life_hours: float = 24.0
     session_gap_minutes: float = 30.0

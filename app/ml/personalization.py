@@ -29,7 +29,7 @@ ALS, EASE, KNN, POPULAR = "als", "ease", "knn", "popular"
 FAMILIES = tuple(name for name in PERSONAL_MODELS if name != "auto")
 # The TrainParams fields each family reads: what a candidate may set, and what the status shows.
 FAMILY_PARAMS: dict[str, tuple[str, ...]] = {
-    ALS: ("factors", "regularization", "alpha", "iterations"),
+    ALS: ("factors", "regularization", "alpha", "iterations", "als_presence"),
     EASE: ("ease_lambda",),
     KNN: ("knn_neighbours",),
     POPULAR: (),
@@ -37,10 +37,13 @@ FAMILY_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 _INTEGER_PARAMS = frozenset({"factors", "iterations", "knn_neighbours"})
+_BOOLEAN_PARAMS = frozenset({"als_presence"})
 
 
-def param_value(name: str, value: Any) -> int | float:
+def param_value(name: str, value: Any) -> int | float | bool:
     """A hyperparameter as its TrainParams type (JSON round trips make 64 into 64.0 and back)."""
+    if name in _BOOLEAN_PARAMS:
+        return bool(value)
     return int(value) if name in _INTEGER_PARAMS else float(value)
 
 
@@ -75,10 +78,6 @@ class Candidate:
         """The family and hyperparameters a TrainParams describes."""
         model = params.personal_model
         return cls(model, {name: getattr(params, name) for name in FAMILY_PARAMS[model]})
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        return cls(str(data["model"]), {str(k): float(v) for k, v in dict(data.get("params") or {}).items()})
 
 
 def default_family(n_items: int, params: TrainParams) -> str:
@@ -115,6 +114,7 @@ def fit(
         users, items = fit_als(
             user_items, factors=params.factors, iterations=params.iterations,
             regularization=params.regularization, alpha=params.alpha, seed=params.seed,
+            presence=params.als_presence,
         )
         return PersonalModel(ALS, users, items, no_ease)
     if model == EASE:

@@ -146,11 +146,21 @@ def search_facts(quality: dict[str, Any] | None) -> dict[str, Any]:
 
 def describe_candidate(candidate: dict[str, Any]) -> str:
     params = candidate.get("params") or {}
-    inner = " ".join(f"{_SHORT.get(k, k)}={v:g}" for k, v in params.items())
+    inner = " ".join(filter(None, (param_text(k, v) for k, v in params.items())))
     return f"{candidate['model']}({inner})" if inner else str(candidate["model"])
 
 
-_SHORT = {"regularization": "reg", "iterations": "iters", "ease_lambda": "lambda", "knn_neighbours": "K"}
+def param_text(name: str, value: Any) -> str:
+    """One hyperparameter as the reports print it ("reg=20", "presence"; linear confidence, the
+    default, prints nothing)."""
+    if name == "als_presence":
+        return "presence" if value else ""
+    short = _SHORT.get(name, name)
+    return f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}"
+
+
+_SHORT = {"regularization": "reg", "iterations": "iters", "ease_lambda": "lambda", "knn_neighbours": "K",
+          "decay_half_life_days": "decay", "pair_half_life_days": "pair_half_life", "pair_lift_weight": "lift_w"}
 
 
 def _number(value: Any, digits: int = 4) -> str:

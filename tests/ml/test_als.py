@@ -90,3 +90,18 @@ def test_nothing_to_learn_gives_zero_factors():
                              regularization=0.1, alpha=2.0, seed=1)
     assert user_f.shape == (3, 5) and item_f.shape == (4, 5)
     assert not user_f.any() and not item_f.any()
+
+
+def test_presence_confidence_counts_an_old_interaction_as_a_full_yes():
+    from scipy.sparse import csr_matrix
+
+    weights = np.array([1e-4, 1.0, 3.0])  # a months-old view, a fresh view, a fresh strong event
+    matrix = csr_matrix((weights, ([0, 0, 1], [0, 1, 2])), shape=(2, 3))
+    linear = confidence_matrix(matrix, 2.0).data
+    presence = confidence_matrix(matrix, 2.0, presence=True).data
+    np.testing.assert_allclose(linear, 1 + 2.0 * weights, rtol=1e-6)
+    np.testing.assert_allclose(presence, 1 + 2.0 * (1 + np.log1p(weights)), rtol=1e-6)
+    assert presence[0] > 2.9 and linear[0] < 1.001  # old: nearly "unobserved" with linear confidence
+    # The serving fold-in reads the same rule.
+    items, confidences = user_confidences(np.array([0, 1, 2]), weights, 2.0, presence=True)
+    np.testing.assert_allclose(confidences, presence, rtol=1e-6)

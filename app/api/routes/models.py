@@ -36,13 +36,15 @@ class StoredCounts(BaseModel):
 
 class ModelChoice(BaseModel):
     model: str = Field(description="als | ease | knn | popular", examples=["als"])
-    params: dict[str, float] = Field(examples=[{"factors": 64, "regularization": 0.05, "alpha": 20, "iterations": 15}])
+    # Numbers, and one flag (ALS's `als_presence`: confidence from presence, not the decayed weight).
+    params: dict[str, bool | float] = Field(examples=[{"factors": 64, "regularization": 0.05, "alpha": 20,
+                                                        "iterations": 15, "als_presence": False}])
     ndcg_at_10: float | None = Field(default=None, description="its score on the holdout")
 
 
 class CandidateScore(BaseModel):
     model: str
-    params: dict[str, float]
+    params: dict[str, bool | float]
     ndcg_at_10: float
     std_error: float = Field(description="standard error of ndcg_at_10 over the holdout users")
     seconds: float = Field(description="fit and scoring time on the holdout")

@@ -32,7 +32,8 @@ def user_vector(ctx: RankContext) -> np.ndarray | None:
         vector = models.user_factors[u]
     else:
         items, weights = _user_history(ctx, fresh)
-        positive_items, confidences = user_confidences(items, weights, models.params.alpha)
+        positive_items, confidences = user_confidences(items, weights, models.params.alpha,
+                                                        presence=models.params.als_presence)
         if positive_items.size == 0:
             return None
         vector = fold_in_user(

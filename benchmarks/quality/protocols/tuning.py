@@ -66,7 +66,7 @@ from app.ml.params import TrainParams
 from app.ml.personalization import ALS, EASE, KNN, POPULAR, Candidate
 from app.ml.popularity import popularity_scores
 from app.settings import Settings, train_params
-from benchmarks.quality import baselines
+from benchmarks.quality import baselines, personal
 from benchmarks.quality.datasets import Ratings, RetailLines
 from benchmarks.quality.full_ranking import UserQueries, binary_matrix, evaluate, user_queries
 from benchmarks.quality.metrics import std_error
@@ -104,6 +104,7 @@ FULL_GRID = Grid(
         "regularization,alpha": [(r, a) for r in (1.0, 5.0, 10.0, 20.0, 40.0) for a in (0.5, 1.0, 2.0, 5.0, 20.0)],
         "factors": [32, 64, 128],
         "iterations": [15, 30],
+        "als_presence": [False, True],
     },
     ease_lambda=[100.0, 200.0, 400.0, 800.0],
     knn=[20, 50, 200],
@@ -527,15 +528,10 @@ class _NamedOnly:
     name: str
 
 
-_SHORT = {"regularization": "reg", "iterations": "iters", "decay_half_life_days": "decay",
-          "pair_half_life_days": "pair_half_life", "pair_lift_weight": "lift_w", "ease_lambda": "lambda",
-          "knn_neighbours": "K"}
-
-
 def describe(config: dict[str, Any]) -> str:
     head = config.get("model") or config.get("baseline") or ""
-    rest = " ".join(f"{_SHORT.get(k, k)}={v:g}" if isinstance(v, float) else f"{_SHORT.get(k, k)}={v}"
-                    for k, v in config.items() if k not in ("model", "baseline"))
+    rest = " ".join(filter(None, (personal.param_text(k, v) for k, v in config.items()
+                                  if k not in ("model", "baseline"))))
     return f"{head} {rest}".strip()
 
 
