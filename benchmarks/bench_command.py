@@ -26,7 +26,7 @@ def bench_command(
     duration: Annotated[float | None, typer.Option(help="seconds measured per phase [default: 10]")] = None,
     warmup: Annotated[float | None, typer.Option(help="seconds of warm-up before each phase [default: 2]")] = None,
     concurrency: Annotated[int | None, typer.Option(help="requests in flight [default: 8]")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="tiny sizes and 1 s phases (the smoke test)")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="tiny sizes and sub-second phases (the smoke test)")] = False,
     soak: Annotated[float, typer.Option(help="also run a soak (steady mixed load) of this many seconds")] = 0.0,
     soak_only: Annotated[bool, typer.Option("--soak-only", help="run only the soak (keeps the speed section of "
                                                                 "--out)")] = False,
@@ -145,7 +145,7 @@ def _big_catalog(*, items: int | None, interactions: int | None, users: int | No
     signal.signal(signal.SIGTERM, _exit_on_signal)
     if out == Path("docs/benchmarks/speed.json"):
         out = out.with_name("big_catalog.json")
-    small = {"items": 2_000, "interactions": 20_000, "users": 500, "duration_s": 0.6, "warmup_s": 0.2, "sample": 50}
+    small = {"items": 2_000, "interactions": 20_000, "users": 500, "duration_s": 0.3, "warmup_s": 0.1, "sample": 50}
     given = {"items": items, "interactions": interactions, "users": users, "duration_s": duration, "warmup_s": warmup}
     sizes: dict[str, Any] = {**(small if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     opts = CatalogOptions(**sizes, seed=seed, data_dir=data_dir, keep=keep, out=out, docs=docs,

@@ -126,8 +126,8 @@ def _run(
     ratings = lines = None
     if MOVIELENS & set(wanted):
         ratings = load_movielens(data_dir)
-        if quick:
-            ratings = ratings.subset(ratings.users <= QUICK_USERS)
+        if quick:  # the slice: its users and the movies they rated (the others are never a target)
+            ratings = ratings.subset(ratings.users <= QUICK_USERS).rated_catalog()
     if RETAIL & set(wanted):
         lines = load_online_retail(data_dir)
         if quick:
@@ -169,7 +169,7 @@ def _run(
         else:
             assert ratings is not None
             if quick:  # a small slice, MovieLens only: the smoke test of the HTTP path
-                small = ratings.subset(ratings.users <= QUICK_E2E_USERS)
+                small = ratings.subset(ratings.users <= QUICK_E2E_USERS).rated_catalog()
                 found = e2e.e2e_protocols(small, None, settings, progress=progress)
             else:
                 found = e2e.e2e_protocols(ratings, lines, settings, loo=loo, basket=basket, progress=progress)

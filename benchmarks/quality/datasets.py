@@ -44,6 +44,10 @@ class Ratings:
         return Ratings(self.users[mask], self.items[mask], self.timestamps[mask], self.item_ids, self.titles,
                        self.genres)
 
+    def rated_catalog(self) -> Ratings:
+        """The same ratings with the catalog cut to the movies they rate (a slice's own catalog)."""
+        return Ratings(self.users, self.items, self.timestamps, np.unique(self.items), self.titles, self.genres)
+
 
 @dataclass(frozen=True)
 class RetailLines:

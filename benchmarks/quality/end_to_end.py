@@ -120,7 +120,7 @@ class Shop:
                     and quality.get("search_reason") == "requested" and quality.get("searched_version") == model["version"])
             return status if done else None
 
-        status = wait_for(trained, timeout=TRAIN_TIMEOUT_S, what="a searched model on all the data", interval=1.0)
+        status = wait_for(trained, timeout=TRAIN_TIMEOUT_S, what="a searched model on all the data", interval=0.25)
         version = status["model"]["version"]
         probe = {"strategy": "popular", "limit": 1}
         wait_for(lambda: self.recommend(probe)["model_version"] == version, timeout=60,
@@ -158,7 +158,7 @@ class Server:
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
-            wait_for(self._ready, timeout=START_TIMEOUT_S, what="lehnz serve ready", interval=0.5)
+            wait_for(self._ready, timeout=START_TIMEOUT_S, what="lehnz serve ready", interval=0.2)
         except BaseException:
             self.__exit__(None, None, None)
             raise

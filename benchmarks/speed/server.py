@@ -100,13 +100,15 @@ class Stack:
         upgrade_head(self.database_url or "")
 
     def close(self) -> None:
-        for name in list(self.children):
-            try:
-                self.stop(name)
-            except Exception:  # noqa: BLE001 - the next ones must still be stopped
-                child = self.children.pop(name, None)
-                if child is not None and child.popen.poll() is None:
-                    child.popen.kill()
+        children = list(self.children.values())
+        with contextlib.suppress(Exception):  # whatever did not stop is killed below
+            self.stop(*self.children)
+        self.children.clear()
+        for child in children:
+            if child.popen.poll() is None:
+                child.popen.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.popen.wait(timeout=10)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 self._redis.close()
@@ -176,18 +178,24 @@ class Stack:
         argv = [sys.executable, "-m", "benchmarks.speed.floors", "--port", str(port)]
         return self._spawn(name, argv, self.env(), port)
 
-    def stop(self, name: str, *, timeout_s: float = 20.0) -> None:
-        child = self.children.pop(name, None)
-        if child is None or child.popen.poll() is not None:
-            return
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(child.pid).resume()
-        child.popen.send_signal(signal.SIGTERM)
-        try:
-            child.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            child.popen.kill()
-            child.popen.wait(timeout=10)
+    def stop(self, *names: str, timeout_s: float = 20.0) -> None:
+        """SIGTERM to each named child, then wait for each (several shut down side by side)."""
+        stopping = []
+        for name in names:
+            child = self.children.pop(name, None)
+            if child is None or child.popen.poll() is not None:
+                continue
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(child.pid).resume()
+            child.popen.send_signal(signal.SIGTERM)
+            stopping.append(child)
+        deadline = time.monotonic() + timeout_s
+        for child in stopping:
+            try:
+                child.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.popen.kill()
+                child.popen.wait(timeout=10)
 
     def suspend(self, name: str) -> None:
         """SIGSTOP (e.g. the worker while the api fills its queue); `resume` continues it."""

@@ -1,11 +1,12 @@
 """Soak (issue 6): mixed traffic for a long time against one api and one worker.
 
-5 organisations, each a synthetic shop (a fraction `soak_scale` of the main dataset's size),
-preloaded with COPY and trained. Then an open-loop stream at `soak_rate` requests/s: 80%
-recommend (personalized, similar, session_based, frequently-bought-together, popular,
-trending, spread over the orgs) and 20% ingest (single events and batches of 10). The api and
-worker run with the server's default training settings (only the rate limit is lifted), so
-scheduled retrains and model hot-swaps happen during a long soak as they would in production.
+5 organisations (`soak_orgs`; 2 with --quick), each a synthetic shop (a fraction `soak_scale`
+of the main dataset's size), preloaded with COPY and trained. Then an open-loop stream at
+`soak_rate` requests/s: 80% recommend (personalized, similar, session_based,
+frequently-bought-together, popular, trending, spread over the orgs) and 20% ingest (single
+events and batches of 10). The api and worker run with the server's default training settings
+(only the rate limit is lifted), so scheduled retrains and model hot-swaps happen during a long
+soak as they would in production.
 
 Reported: error rate (goal: no error other than 429), p99 and throughput per time bucket, RSS
 of the api and worker over time with a least-squares slope after warm-up (goal: flat), and
@@ -27,7 +28,6 @@ from benchmarks.speed.loading import copy_dataset, count_events
 from benchmarks.speed.server import ResourceSampler, Stack
 from benchmarks.speed.synthetic import synthetic
 
-N_ORGS = 5
 RECOMMEND_SHARE = 0.8
 INGEST_BATCHES = (1, 10)
 SOAK_STRATEGIES = ["personalized", "similar", "session_based", "frequently-bought-together", "popular", "trending"]
@@ -79,8 +79,9 @@ def run_soak(
     items = max(50, int(opts.items * opts.soak_scale))
     interactions = max(500, int(opts.interactions * opts.soak_scale))
     users = max(20, int(opts.users * opts.soak_scale))
+    n_orgs = opts.soak_orgs
     out: dict[str, Any] = {
-        "orgs": N_ORGS,
+        "orgs": n_orgs,
         "per_org": {"items": items, "interactions": interactions, "users": users},
         "duration_s": opts.soak_s,
         "rate_rps": opts.soak_rate,
@@ -89,7 +90,7 @@ def run_soak(
                 "strategies": SOAK_STRATEGIES, "ingest_batches": list(INGEST_BATCHES)},
     }
     worlds = []
-    for i in range(N_ORGS):
+    for i in range(n_orgs):
         ds = synthetic(items=items, interactions=interactions, users=users, seed=opts.seed + 100 + i)
         org = stack.create_org(f"soak {i}")
         log(f"soak: org {i}: COPY {ds.n_items:,} items, {ds.n_events:,} events")
@@ -110,16 +111,16 @@ def run_soak(
     try:
         # Every org's train is asked for at once: the worker trains them side by side, as it
         # would for tenants whose data arrived together.
-        log(f"soak: training the {N_ORGS} orgs")
+        log(f"soak: training the {n_orgs} orgs")
         asked = [ask_train(api) for api in apis]
         for api, ask in zip(apis, asked):
             train = wait_trained(stack, api, ask)
             wait_serving(stack, api, train["version"])
         templates: list[Template] = []
         body_events: dict[str, int] = {}
-        n_sample = max(10, opts.sample // N_ORGS)
-        recommend_weight = RECOMMEND_SHARE / (N_ORGS * len(SOAK_STRATEGIES))
-        ingest_weight = (1 - RECOMMEND_SHARE) / (N_ORGS * len(INGEST_BATCHES))
+        n_sample = max(10, opts.sample // n_orgs)
+        recommend_weight = RECOMMEND_SHARE / (n_orgs * len(SOAK_STRATEGIES))
+        ingest_weight = (1 - RECOMMEND_SHARE) / (n_orgs * len(INGEST_BATCHES))
         for i, (api, (org, ds)) in enumerate(zip(apis, worlds)):
             samples = draw_samples(ds, n_sample, opts.seed + i)
             api.ingest_events(recent_sessions(ds, samples.users))
@@ -162,8 +163,7 @@ def run_soak(
             sampler.forget(name)
         rss = {name: _series(sampler, name, t0=t0, t1=t1)
                for name in ("soak-api", "soak-worker")}
-        stack.stop("soak-api")
-        stack.stop("soak-worker")
+        stack.stop("soak-api", "soak-worker")
 
     tags = [t.tag for t in templates]
     is_ingest = np.array([":ingest:" in tag for tag in tags])[result.tag]

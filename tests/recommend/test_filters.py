@@ -4,12 +4,15 @@ ranking (pages stay full and never overlap)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
-from tests.recommend.conftest import ids, recommend
+from tests.factories import OrgKeys, create_org
+from tests.recommend.conftest import build_world, ids, recommend
 
 ITEMS = 30
 
@@ -39,8 +42,23 @@ def history() -> list[dict[str, Any]]:
     return events
 
 
+@pytest_asyncio.fixture(scope="module")
+async def trained(client, db, settings) -> OrgKeys:
+    """One trained world for the module: its tests only read it (the one that sends new events
+    builds its own, `fresh`)."""
+    from workers.main import run
+
+    org = await create_org(db, name="filters world")
+
+    async def drain() -> None:
+        await asyncio.wait_for(run(settings, burst=True), timeout=60)
+
+    await build_world(client, org, drain, items=catalog(), events=history())
+    return org
+
+
 @pytest.fixture
-async def trained(client, org, drain, world) -> Any:
+async def fresh(client, org, drain, world) -> OrgKeys:
     await world(client, org, drain, items=catalog(), events=history())
     return org
 
@@ -73,15 +91,15 @@ async def test_exclude_interacted_by_name_keeps_items_with_other_events(client, 
     assert {"m0", "m1", "m2", "m3"} <= set(got)
 
 
-async def test_exclude_interacted_sees_events_newer_than_the_model_and_stitched_aliases(client, trained, drain):
+async def test_exclude_interacted_sees_events_newer_than_the_model_and_stitched_aliases(client, fresh, drain):
     events = [
         {"user_id": "anon-7", "event_family": "engagement", "event_name": "view", "item_id": "m20"},
         {"user_id": "fan", "event_family": "system", "event_name": "identify", "previous_user_id": "anon-7"},
         {"user_id": "fan", "event_family": "engagement", "event_name": "click", "item_id": "m21"},
     ]
-    assert (await client.post("/v1/ingest/events/ingest", json=events, headers=trained.pk)).status_code == 202
+    assert (await client.post("/v1/ingest/events/ingest", json=events, headers=fresh.pk)).status_code == 202
     await drain()
-    got = ids(await recommend(client, trained, strategy="popular", user_id="fan", limit=30,
+    got = ids(await recommend(client, fresh, strategy="popular", user_id="fan", limit=30,
                               filters={"exclude_interacted": True}))
     assert "m20" not in got and "m21" not in got and len(got) == ITEMS - 6
 
