@@ -274,6 +274,17 @@ def park(pipe: Any, entry: dict[str, Any]) -> None:
     pipe.rpush(redis_keys.DEAD_LETTER, orjson.dumps(entry))
 
 
+async def trains_in_progress(redis: Any) -> list[tuple[str, str]]:
+    """(arq's in-progress key, org id) of every train job arq holds as running."""
+    found = []
+    async for key in redis.scan_iter(match=in_progress_key_prefix + redis_keys.train_job_id("*")):
+        in_progress = key.decode() if isinstance(key, bytes) else key
+        org_id = redis_keys.train_job_org(in_progress.removeprefix(in_progress_key_prefix))
+        if org_id:
+            found.append((in_progress, org_id))
+    return found
+
+
 async def newest_pending(redis: Any, org_id: str) -> float | None:
     """When (ms, the enqueue time) the org's newest pending ingest job was queued; None if none is."""
     newest = await redis.zrange(redis_keys.pending(org_id), -1, -1, withscores=True)

@@ -62,9 +62,17 @@ def training(org_id: str) -> str:
     return f"{PREFIX}:training:{org_id}"
 
 
+_TRAIN_JOB = "train:"
+
+
 def train_job_id(org_id: str) -> str:
     """arq _job_id: at most one pending train per org."""
-    return f"train:{org_id}"
+    return f"{_TRAIN_JOB}{org_id}"
+
+
+def train_job_org(job_id: str) -> str | None:
+    """The org of a train job id (train_job_id's inverse); None for another job."""
+    return job_id.removeprefix(_TRAIN_JOB) if job_id.startswith(_TRAIN_JOB) else None
 
 
 def rate_limit(scope: str, key: str) -> str:

@@ -19,10 +19,9 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
 from sqlalchemy.exc import IntegrityError
 
-from app.queue import newest_pending, pending_until
+from app.queue import newest_pending, pending_until, trains_in_progress
 from app.settings import Settings
 from app.storage import events, training_runs
 from app.storage.redis_state import signals, train_flags
@@ -79,9 +78,7 @@ async def release_orphaned_trains(redis: Any, settings: Settings) -> list[str]:
     """
     started_ttl_ms = (settings.train_job_timeout_s + 10) * 1000
     released = []
-    async for key in redis.scan_iter(match=f"{in_progress_key_prefix}train:*"):
-        in_progress = key.decode() if isinstance(key, bytes) else key
-        org_id = in_progress.removeprefix(in_progress_key_prefix).removeprefix("train:")
+    for in_progress, org_id in await trains_in_progress(redis):
         running_for_ms = started_ttl_ms - int(await redis.pttl(in_progress))
         if running_for_ms > 60_000 and not await train_flags.is_running(redis, org_id):
             await redis.delete(in_progress)
