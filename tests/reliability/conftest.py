@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def own_redis() -> Iterator[OwnRedis]:
     finally:
         with contextlib.suppress(Exception):
             server.stop()
+        shutil.rmtree(directory, ignore_errors=True)  # a whole Redis data dir per test otherwise
 
 
 @pytest.fixture
@@ -103,6 +105,7 @@ def own_postgres() -> Iterator[OwnPostgres]:
     finally:
         with contextlib.suppress(Exception):
             server.stop()
+        shutil.rmtree(directory, ignore_errors=True)  # a whole Postgres cluster per test otherwise
 
 
 @pytest.fixture
