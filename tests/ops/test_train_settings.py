@@ -18,7 +18,10 @@ def test_every_tunable_comes_from_its_setting(monkeypatch: pytest.MonkeyPatch) -
             continue
         setting = f"als_{field.name}" if field.name in {"factors", "iterations", "regularization", "alpha"} else field.name
         value = getattr(defaults, field.name)
-        changed[field.name] = value * 2 if value else 3
+        if isinstance(value, bool):
+            changed[field.name] = not value
+        else:
+            changed[field.name] = value * 2 if value else 3
         monkeypatch.setenv(f"LEHNZ_{setting.upper()}", str(changed[field.name]))
     params = train_params(Settings(_env_file=None), now=5.0, data_now=4.0)  # type: ignore[call-arg]
     assert (params.now, params.data_now) == (5.0, 4.0)
