@@ -7,6 +7,7 @@ refused up front instead of after minutes of measuring.
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -93,7 +94,7 @@ def bench_command(
         "dataset": dataset, "soak_s": soak, "soak_only": soak_only, "out": out, "write_docs": write_docs,
         "docs": docs, "shared_data": shared_data, "data_dir": data_dir, "keep": keep, "seed": seed,
         "profile_dir": profile, "plots": plots,
-        "command": "lehnz " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        "command": _command_line(),
     }
     opts = BenchOptions.quick_sizes(**sizes, **common) if quick else BenchOptions(**sizes, **common)
     merged = run(opts, stderr_log)
@@ -124,7 +125,7 @@ def _train_scale(sizes: str, *, items: int | None, quick: bool, out: Path, write
     opts = ScaleOptions(
         sizes=QUICK_SIZES if quick else counts, items=items or (300 if quick else 100_000), seed=seed,
         als_floor=not quick, data_dir=data_dir, keep=keep, out=out, docs=docs, write_docs=write_docs, plots=plots,
-        command="lehnz " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        command=_command_line(),
     )
     result = run_train_scale(opts, stderr_log)
     typer.echo(f"results: {out}" + (f"; docs: {docs}" if write_docs else ""))
@@ -149,7 +150,7 @@ def _big_catalog(*, items: int | None, interactions: int | None, users: int | No
     given = {"items": items, "interactions": interactions, "users": users, "duration_s": duration, "warmup_s": warmup}
     sizes: dict[str, Any] = {**(small if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     opts = CatalogOptions(**sizes, seed=seed, data_dir=data_dir, keep=keep, out=out, docs=docs,
-                          write_docs=write_docs, command="lehnz " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]))
+                          write_docs=write_docs, command=_command_line())
     result = run_big_catalog(opts, stderr_log)
     typer.echo(f"results: {out}" + (f"; docs: {docs}" if write_docs else ""))
     for goal in result["big_catalog"]["goals"]:
@@ -168,3 +169,12 @@ def _can_plot() -> bool:
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def _command_line() -> str:
+    """The command as run, with the LEHNZ_ settings it ran under (e.g. LEHNZ_MODEL_SEARCH=false):
+    a published figure must say what produced it. Paths, URLs and secrets are left out."""
+    hidden = ("URL", "SECRET", "TOKEN", "DIR", "PASSWORD")
+    settings = [f"{name}={shlex.quote(value)}" for name, value in sorted(os.environ.items())
+                if name.startswith("LEHNZ_") and not any(word in name for word in hidden)]
+    return " ".join([*settings, "lehnz", *(shlex.quote(arg) for arg in sys.argv[1:])])

@@ -237,8 +237,9 @@ def goals(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          higher_is_better=False, unit="share", context=context))
         als = (s.get("als_alone") or {}).get("seconds")
         if als:
-            out.append(_goal(17, "whole train <= 3x the ALS fit alone", whole / als, ALS_FACTOR_GOAL,
-                             higher_is_better=False, unit="x", context=f"{context}, with the model search"))
+            if "search" in parts:  # not when the run had LEHNZ_MODEL_SEARCH=false
+                out.append(_goal(17, "whole train <= 3x the ALS fit alone", whole / als, ALS_FACTOR_GOAL,
+                                 higher_is_better=False, unit="x", context=f"{context}, with the model search"))
             out.append(_goal(17, "whole train <= 3x the ALS fit alone", (whole - parts.get("search", 0.0)) / als,
                              ALS_FACTOR_GOAL, higher_is_better=False, unit="x",
                              context=f"{context}, without the model search"))
@@ -247,9 +248,10 @@ def goals(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         whole = [s["train"]["duration_ms"] / 1000 for s in ok]
         bare = [w - s["train"].get("timings_s", {}).get("search", 0.0) for w, s in zip(whole, ok)]
         span = f"{min(events):,.0f}-{max(events):,.0f} events"
-        out.append(_goal(17, "train time grows at most linearly (fitted exponent <= 1.1)",
-                         fitted_exponent(events, whole), EXPONENT_GOAL, higher_is_better=False, unit="",
-                         context=f"{span}, with the model search"))
+        if all("search" in s["train"].get("timings_s", {}) for s in ok):
+            out.append(_goal(17, "train time grows at most linearly (fitted exponent <= 1.1)",
+                             fitted_exponent(events, whole), EXPONENT_GOAL, higher_is_better=False, unit="",
+                             context=f"{span}, with the model search"))
         out.append(_goal(17, "train time grows at most linearly (fitted exponent <= 1.1)",
                          fitted_exponent(events, bare), EXPONENT_GOAL, higher_is_better=False, unit="",
                          context=f"{span}, without the model search"))
