@@ -138,9 +138,10 @@ async def other_org(db: Any) -> OrgKeys:
     return await create_org(db, name=f"Other {uuid.uuid4().hex[:8]}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def drain(settings: Settings) -> Any:
-    """Run the worker in burst mode until the queues are empty (no sleeps, no polling of results)."""
+    """Run the worker in burst mode until the queues are empty (no sleeps, no polling of results).
+    Session-wide (it holds nothing but the settings), so module-scoped worlds use it too."""
     from workers.main import run
 
     async def _drain(**overrides: Any) -> None:

@@ -117,15 +117,10 @@ def _events() -> list[dict[str, Any]]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def world(client: Any, db: Any, settings: Any) -> OrgKeys:
-    from workers.main import run
-
+async def world(client: Any, db: Any, drain: Any) -> OrgKeys:
     org = await create_org(db, name="filters and pages")
     async with db() as session, session.begin():  # thousands of requests: out of the rate limit's way
         await orgs.set_rate_limit(session, uuid.UUID(org.org_id), "100000000/minute")
-
-    async def drain() -> None:
-        await run(settings, burst=True)
 
     await build_world(client, org, drain, items=ITEMS, events=_events())
     return org

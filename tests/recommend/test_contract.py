@@ -58,30 +58,18 @@ def _world() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def trained(client: Any, db: Any, settings: Any) -> OrgKeys:
-    from workers.main import run
-
+async def trained(client: Any, db: Any, drain: Any) -> OrgKeys:
     org = await create_org(db, name="contract world")
     items, events = _world()
-
-    async def drain() -> None:
-        await run(settings, burst=True)
-
     await build_world(client, org, drain, items=items, events=events)
     return org
 
 
 @pytest_asyncio.fixture(scope="module")
-async def untrained(client: Any, db: Any, settings: Any) -> OrgKeys:
+async def untrained(client: Any, db: Any, drain: Any) -> OrgKeys:
     """A catalog and nothing else: no model yet."""
-    from workers.main import run
-
     org = await create_org(db, name="contract cold")
     items, _ = _world()
-
-    async def drain() -> None:
-        await run(settings, burst=True)
-
     await build_world(client, org, drain, items=items, events=[], train=False)
     return org
 

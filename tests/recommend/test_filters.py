@@ -4,7 +4,6 @@ ranking (pages stay full and never overlap)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,16 +42,10 @@ def history() -> list[dict[str, Any]]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def trained(client, db, settings) -> OrgKeys:
+async def trained(client, db, drain) -> OrgKeys:
     """One trained world for the module: its tests only read it (the one that sends new events
     builds its own, `fresh`)."""
-    from workers.main import run
-
     org = await create_org(db, name="filters world")
-
-    async def drain() -> None:
-        await asyncio.wait_for(run(settings, burst=True), timeout=60)
-
     await build_world(client, org, drain, items=catalog(), events=history())
     return org
 

@@ -60,13 +60,8 @@ def _world(prefix: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], lis
 
 
 @pytest_asyncio.fixture(scope="module")
-async def worlds(client: Any, db: Any, settings: Any) -> tuple[World, World]:
+async def worlds(client: Any, db: Any, drain: Any) -> tuple[World, World]:
     """Two trained orgs: "a" (ours) and "b" (theirs). b's users also touched ids that only exist in a."""
-    from workers.main import run
-
-    async def drain() -> None:
-        await run(settings, burst=True)
-
     built = []
     for prefix in ("a", "b"):
         org = await create_org(db, name=f"isolation {prefix}")
