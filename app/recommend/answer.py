@@ -7,6 +7,7 @@ rule, the same real-time state, the same clock, the same ranking and the same re
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any
 from app import metrics
 from app.errors import BadRequest, MissingStrategyInput
 from app.recommend import registry, service
+from app.recommend.catalog import COLUMNS_AT_LOAD
 from app.recommend.filters import Filters, compile_filters
 from app.recommend.model_cache import OrgSnapshot
 from app.recommend.ranking import RankContext
@@ -63,6 +65,12 @@ async def answer(
         tenant.org_id, request.user_id
     )
     catalog = snapshot.catalog
+    # A filter column is built from every item's attributes the first time a key is asked for
+    # (seconds at a million items): in a worker thread, so the event loop serves other requests
+    # meanwhile. The columns every request may read are built at load (COLUMNS_AT_LOAD).
+    missing = catalog.missing_columns([*filters.attribute_keys, *COLUMNS_AT_LOAD])
+    if missing:
+        await asyncio.to_thread(catalog.with_columns, missing)
     context_item = catalog.lookup(request.context_item_id)
     category = filters.category
     if category is None and context_item is not None:

@@ -5,15 +5,17 @@ indices 0..n_model-1 without translation), followed by items upserted since the 
 
 Compact, because a catalog can have a million items: attributes stay one buffer of JSON text
 (a JsonColumn, about a sixth of the memory of the dicts) and a row is decoded only when read
-(a page's results). Attribute columns for filters are built on first use per key, then carried
-to every later version of the catalog (apply patches only the changed rows, realign permutes),
-so a catalog change never makes a request wait for a column to be rebuilt from a million rows.
+(a page's results). Attribute columns for filters are built on first use per key (in a worker
+thread, the request's keys in one pass; "category" when the org is loaded), then carried to
+every later version of the catalog (apply patches only the changed rows, realign permutes), so
+a catalog change never makes a request wait for a column to be rebuilt from a million rows.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,14 @@ import numpy as np
 import orjson
 
 from app.ml.columns import JsonColumn
+
+# Keys a catalog version remembers having no column (each would otherwise cost a scan of the
+# attribute text per request); past this many, made-up filter keys are scanned for each time.
+_ABSENT_KEYS_KEPT = 256
+
+# Built when an org is loaded, not by a request: every request may read "category"
+# (category-popular, and the fallbacks that end there).
+COLUMNS_AT_LOAD = ("category",)
 
 # A row: (item_id, item_type, status, attributes JSON text, created_at unix, updated_at unix)
 Row = tuple[str, str, str, str, float, float]
@@ -44,11 +54,15 @@ class Members(Mapping[tuple[str, Any], np.ndarray]):
     sorted array of (value code, item) pairs: rebuilt, patched and permuted with whole-array
     operations whatever the number of distinct values (a title column has one per item)."""
 
-    def __init__(self, vocab: dict[tuple[str, Any], int], codes: np.ndarray, items: np.ndarray) -> None:
-        order = np.lexsort((items, codes))
+    def __init__(self, vocab: dict[tuple[str, Any], int], codes: np.ndarray, items: np.ndarray, *,
+                 in_order: bool = False) -> None:
+        """`in_order`: the pairs are already sorted by (code, item) and distinct."""
+        if not in_order:
+            order = np.lexsort((items, codes))
+            codes, items = codes[order], items[order]
         self._vocab = vocab
-        self._codes = codes[order]
-        self._items = items[order]
+        self._codes = codes
+        self._items = items
         self._starts = np.searchsorted(self._codes, np.arange(len(vocab) + 1))
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -78,61 +92,31 @@ class AttributeColumn:
 
     @classmethod
     def build(cls, attributes: Sequence[dict[str, Any] | None], key: str) -> AttributeColumn:
-        return cls._of_rows(len(attributes), enumerate(attributes), key)
+        return cls.build_many(attributes, [key])[key]
 
     @classmethod
-    def _of_rows(
-        cls, n: int, rows: Iterable[tuple[int, dict[str, Any] | None]], key: str,
-        base: AttributeColumn | None = None, keep: np.ndarray | None = None,
-    ) -> AttributeColumn:
-        """Values of `key` for the given (index, attributes) rows, over `base`'s other rows."""
-        numbers = np.full(n, np.nan)
-        codes = np.full(n, -1, dtype=np.int32)
-        vocab: dict[tuple[str, Any], int] = {}
-        pair_codes: list[np.ndarray] = []
-        pair_items: list[np.ndarray] = []
-        if base is not None:
-            m = min(n, len(base.codes))
-            numbers[:m], codes[:m], vocab = base.numbers[:m], base.codes[:m], dict(base.vocab)
-            old_codes, old_items = base.members.pairs()
-            kept = old_items < n if keep is None else keep[old_items]
-            pair_codes.append(old_codes[kept])
-            pair_items.append(old_items[kept])
-        # C arrays, not lists: a million Python ints would cost ~70 MB per column while it is
-        # built, and the api's RSS would keep the high-water mark.
-        new_codes = array("i")
-        new_items = array("q")
-        for i, attrs in rows:
-            numbers[i], codes[i] = np.nan, -1
-            if not attrs or key not in attrs:
-                continue
-            value = attrs[key]
-            scalar = value_key(value)
-            if scalar is not None:
-                code = vocab.setdefault(scalar, len(vocab))
-                codes[i] = code
-                new_codes.append(code)
-                new_items.append(i)
-                if scalar[0] == "n" and math.isfinite(scalar[1]):
-                    numbers[i] = scalar[1]
-            elif isinstance(value, list):
-                for element in value:
-                    element_key = value_key(element)
-                    if element_key is not None:
-                        new_codes.append(vocab.setdefault(element_key, len(vocab)))
-                        new_items.append(i)
-        pair_codes.append(np.frombuffer(new_codes, dtype=np.int32) if new_codes else np.zeros(0, np.int32))
-        pair_items.append(np.frombuffer(new_items, dtype=np.int64) if new_items else np.zeros(0, np.int64))
-        all_codes, all_items = np.concatenate(pair_codes), np.concatenate(pair_items)
-        pairs = np.unique(all_items * max(len(vocab), 1) + all_codes)  # a list may repeat an element
-        return cls(numbers, codes, vocab, Members(vocab, (pairs % max(len(vocab), 1)).astype(np.int32),
-                                                   pairs // max(len(vocab), 1)))
+    def build_many(
+        cls, attributes: Sequence[dict[str, Any] | None], keys: Iterable[str],
+    ) -> dict[str, AttributeColumn]:
+        """The columns of these keys, from one pass over the rows (each row decoded once)."""
+        gathered = {key: _Gathered({}) for key in keys}
+        n = len(attributes)
+        for i, attrs in enumerate(attributes):
+            if attrs:
+                for key, values in gathered.items():
+                    value = attrs.get(key)
+                    if value is not None:
+                        values.add(i, value)
+        return {key: values.column(n) for key, values in gathered.items()}
 
     def patched(self, n: int, rows: dict[int, dict[str, Any] | None], key: str) -> AttributeColumn:
         """This column grown to n items, with the given rows' attributes replaced."""
-        keep = np.ones(n, dtype=bool)
-        keep[list(rows)] = False
-        return AttributeColumn._of_rows(n, rows.items(), key, base=self, keep=keep)
+        gathered = _Gathered(dict(self.vocab))
+        for i, attrs in rows.items():
+            value = attrs.get(key) if attrs else None
+            if value is not None:
+                gathered.add(i, value)
+        return gathered.column(n, base=self, replaced=np.fromiter(rows, np.int64, len(rows)))
 
     def permuted(self, old: np.ndarray) -> AttributeColumn:
         """The column for a catalog whose row j was row old[j] of this one's (-1: not there)."""
@@ -147,6 +131,90 @@ class AttributeColumn:
         moved = new_of_old[pair_items] if pair_items.size else pair_items
         present = moved >= 0
         return AttributeColumn(numbers, codes, self.vocab, Members(self.vocab, pair_codes[present], moved[present]))
+
+
+def _as_array(values: array, dtype: Any) -> np.ndarray:  # type: ignore[type-arg]
+    return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype=dtype)
+
+
+class _Gathered:
+    """One key's values as rows are read, in C arrays: a million Python ints would cost ~70 MB
+    per column while it is built (and the api's RSS would keep the high-water mark), and
+    setting numpy elements one by one costs more than the decoding. Types are tested with
+    `type(v) is` first (JSON decodes to exact types); value_key has the rules."""
+
+    __slots__ = ("codes", "number_rows", "numbers", "pair_codes", "pair_items", "rows", "vocab")
+
+    def __init__(self, vocab: dict[tuple[str, Any], int]) -> None:
+        self.vocab = vocab
+        self.rows, self.codes = array("q"), array("i")  # row -> its scalar's code
+        self.number_rows, self.numbers = array("q"), array("d")  # row -> its finite number
+        self.pair_items, self.pair_codes = array("q"), array("i")  # (row, list element)
+
+    def add(self, i: int, value: Any) -> None:
+        kind = type(value)
+        if kind is str:
+            scalar: tuple[str, Any] | None = ("s", value)
+        elif kind is float or kind is int:
+            scalar = ("n", float(value))
+            if math.isfinite(scalar[1]):
+                self.number_rows.append(i)
+                self.numbers.append(scalar[1])
+        elif kind is list:
+            for element in value:
+                element_key = value_key(element)
+                if element_key is not None:
+                    self.pair_items.append(i)
+                    self.pair_codes.append(self._code(element_key))
+            return
+        else:
+            scalar = value_key(value)
+            if scalar is not None and scalar[0] == "n" and math.isfinite(scalar[1]):
+                self.number_rows.append(i)
+                self.numbers.append(scalar[1])
+        if scalar is not None:
+            self.rows.append(i)
+            self.codes.append(self._code(scalar))
+
+    def _code(self, value: tuple[str, Any]) -> int:
+        code = self.vocab.get(value)
+        if code is None:
+            code = self.vocab[value] = len(self.vocab)
+        return code
+
+    def column(self, n: int, *, base: AttributeColumn | None = None,
+               replaced: np.ndarray | None = None) -> AttributeColumn:
+        """n items: these rows' values over `base`'s other rows (`replaced`: rows re-read)."""
+        numbers = np.full(n, np.nan)
+        codes = np.full(n, -1, dtype=np.int32)
+        pair_codes: list[np.ndarray] = []
+        pair_items: list[np.ndarray] = []
+        if base is not None:
+            m = min(n, len(base.codes))
+            numbers[:m], codes[:m] = base.numbers[:m], base.codes[:m]
+            old_codes, old_items = base.members.pairs()
+            kept = old_items < n
+            if replaced is not None and replaced.size:
+                keep = np.ones(n, dtype=bool)
+                keep[replaced] = False
+                numbers[replaced], codes[replaced] = np.nan, -1
+                kept &= keep[np.minimum(old_items, n - 1)]
+            pair_codes.append(old_codes[kept])
+            pair_items.append(old_items[kept])
+        rows, row_codes = _as_array(self.rows, np.int64), _as_array(self.codes, np.int32)
+        codes[rows] = row_codes
+        numbers[_as_array(self.number_rows, np.int64)] = _as_array(self.numbers, np.float64)
+        pair_codes += [row_codes, _as_array(self.pair_codes, np.int32)]
+        pair_items += [rows, _as_array(self.pair_items, np.int64)]
+        # (code, item) as one sortable int64; sorted, then repeats dropped (a list may repeat an
+        # element): a plain sort, several times faster than np.unique's hashing at a million pairs.
+        width = max(n, 1)
+        pairs = np.concatenate(pair_codes).astype(np.int64) * width + np.concatenate(pair_items)
+        pairs.sort()
+        if pairs.size:
+            pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))]
+        members = Members(self.vocab, (pairs // width).astype(np.int32), pairs % width, in_order=True)
+        return AttributeColumn(numbers, codes, self.vocab, members)
 
 
 class CatalogTable:
@@ -187,6 +255,8 @@ class Catalog:
     attributes: JsonColumn  # one JSON object per item (None where unknown), decoded when read
     watermark: float  # newest updated_at applied (unix s)
     _columns: dict[str, AttributeColumn] = field(default_factory=dict, repr=False)
+    _absent: set[str] = field(default_factory=set, repr=False)  # keys no item of this version has
+    _building: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -287,23 +357,34 @@ class Catalog:
 
     def column(self, key: str) -> AttributeColumn:
         """Built on first use per key (then carried to later versions); a benign race may build
-        it twice.
+        it twice. Requests have theirs built off the event loop first (`missing_columns`).
 
         A key no item has (a filter a client made up) gets one shared empty column: made-up
         keys must not each cost a pass over the catalog and a column kept for its lifetime.
         """
         column = self._columns.get(key)
         if column is None:
-            if not self.attributes.may_have_key(key):
-                return self._absent_column
-            column = AttributeColumn.build(self.attributes, key)
-            self._columns[key] = column
+            self.with_columns([key])
+            column = self._columns.get(key, self._absent_column)
         return column
 
+    def missing_columns(self, keys: Iterable[str]) -> list[str]:
+        """Of these keys, those not yet known to have a column or to have none."""
+        return [key for key in keys if key not in self._columns and key not in self._absent]
+
     def with_columns(self, keys: Iterable[str]) -> Catalog:
-        """Build these columns now (a loader thread does it, so no request waits for them)."""
-        for key in keys:
-            self.column(key)
+        """Build these columns now, in one pass over the items (a loader thread or a worker
+        thread does it, so the event loop is never held for a million rows). One build at a
+        time: a second request for the same column waits for it instead of building it again."""
+        with self._building:
+            wanted = []
+            for key in dict.fromkeys(self.missing_columns(keys)):
+                if self.attributes.may_have_key(key):
+                    wanted.append(key)
+                elif len(self._absent) < _ABSENT_KEYS_KEPT:  # made-up keys: bounded, like their columns
+                    self._absent.add(key)
+            if wanted:
+                self._columns.update(AttributeColumn.build_many(self.attributes, wanted))
         return self
 
     @property

@@ -67,6 +67,11 @@ class Filters:
     def empty(self) -> bool:
         return not self.predicates and not self.exclude_item_ids
 
+    @property
+    def attribute_keys(self) -> list[str]:
+        """The item attributes these filters read (each needs its catalog column)."""
+        return [p.key for p in self.predicates if not isinstance(p, _OwnField)]
+
     def cached_mask(self, catalog: Catalog, memo: dict[str, Any]) -> np.ndarray:
         """mask(), remembered per catalog snapshot for the most recent distinct filters
         (storefronts repeat the same few category/brand filters); treat it as read-only."""

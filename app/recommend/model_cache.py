@@ -25,7 +25,7 @@ from typing import Any
 from app import metrics
 from app.ml.artifacts import OrgModels
 from app.model_store import ModelStore
-from app.recommend.catalog import Catalog, CatalogTable
+from app.recommend.catalog import COLUMNS_AT_LOAD, Catalog, CatalogTable
 from app.storage import catalog as catalog_storage
 from app.storage.catalog_chunks import catalog_chunks
 from app.storage.db import SessionFactory
@@ -172,6 +172,7 @@ class ModelCache:
             async with self._lock(org_id):
                 models = await asyncio.to_thread(self._load_models, org_id)
                 catalog = await self._full_catalog(org_id, order=models.item_ids if models is not None else None)
+                catalog = await asyncio.to_thread(catalog.with_columns, COLUMNS_AT_LOAD)
                 snapshot = OrgSnapshot(org_id, models, catalog, None, time.time())
                 self._install(snapshot)
                 return snapshot

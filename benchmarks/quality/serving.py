@@ -30,7 +30,7 @@ from app.ml.artifacts import OrgModels
 from app.ml.interactions import CatalogSnapshot, InteractionLog
 from app.model_store import ModelStore, new_version
 from app.recommend.answer import Tenant, answer
-from app.recommend.catalog import Catalog
+from app.recommend.catalog import COLUMNS_AT_LOAD, Catalog
 from app.recommend.model_cache import OrgSnapshot
 from app.recommend.realtime import Activity
 from app.schemas.recommend import RecommendIn
@@ -124,6 +124,9 @@ class Served:
         async def user_state(org_id: str, user_id: str) -> tuple[str, list[Activity]]:
             return user_id, activity
 
+        # answer() builds a filter column it lacks in a worker thread (that needs an event loop):
+        # here it is built first, as the api's first request on that key would.
+        self.snapshot.catalog.with_columns(request.filters or {})
         return run_now(answer(request, tenant=_TENANT, snapshot=self.snapshot, user_state=user_state,
                               settings=self.settings, now=self.now if now is None else now))
 
@@ -200,4 +203,5 @@ def serving_snapshot(models: OrgModels, snapshot: CatalogSnapshot) -> OrgSnapsho
         loaded = store.load(_TENANT.org_id, models.version)
     loaded.warm()
     catalog = Catalog.build(catalog_rows(snapshot, updated_at=time.time()), order=loaded.item_ids)
+    catalog.with_columns(COLUMNS_AT_LOAD)
     return OrgSnapshot(_TENANT.org_id, loaded, catalog, None, time.time())

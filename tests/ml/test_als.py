@@ -103,5 +103,5 @@ def test_presence_confidence_counts_an_old_interaction_as_a_full_yes():
     np.testing.assert_allclose(presence, 1 + 2.0 * (1 + np.log1p(weights)), rtol=1e-6)
     assert presence[0] > 2.9 and linear[0] < 1.001  # old: nearly "unobserved" with linear confidence
     # The serving fold-in reads the same rule.
-    items, confidences = user_confidences(np.array([0, 1, 2]), weights, 2.0, presence=True)
+    _, confidences = user_confidences(np.array([0, 1, 2]), weights, 2.0, presence=True)
     np.testing.assert_allclose(confidences, presence, rtol=1e-6)

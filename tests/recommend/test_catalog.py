@@ -78,3 +78,60 @@ def test_a_made_up_key_gets_the_shared_empty_column() -> None:
     column = catalog.column("no-such-key")
     assert column is catalog.column("other-made-up") and catalog.column_keys == []
     assert not (column.codes >= 0).any() and column.members.get(value_key("x")) is None
+
+
+def test_columns_built_together_equal_columns_built_one_by_one_and_keep_the_value_rules() -> None:
+    rows = rows_of(4, 50) + [row("odd", {"category": 1, "price": True, "tags": ["t1", "t1", 1.0, {"x": 1}]}),
+                             row("none", {"category": None, "price": "2"})]
+    together = Catalog.build(rows, order=None).with_columns(["category", "price", "tags"])
+    for key in ("category", "price", "tags"):
+        assert as_values(together.column(key)) == as_values(Catalog.build(rows, order=None).column(key))
+    odd, none = together.index["odd"], together.index["none"]
+    category, price, tags = (together.column(k) for k in ("category", "price", "tags"))
+    assert category.vocab[value_key(1)] == category.codes[odd] and value_key("1") not in category.vocab
+    assert price.codes[odd] == price.vocab[("b", True)] and np.isnan(price.numbers[odd]), "true is not the number 1"
+    assert category.codes[none] == -1 and np.isnan(price.numbers[none]) and price.codes[none] == price.vocab[("s", "2")]
+    assert tags.members[value_key("t1")].tolist().count(odd) == 1, "a repeated list element is one membership"
+    assert odd in tags.members[value_key(1)].tolist() and tags.codes[odd] == -1, "a list is no scalar value"
+
+
+def test_a_requests_filter_column_is_built_off_the_event_loop() -> None:
+    """Building a column reads every item (seconds at a million): the event loop must go on
+    serving meanwhile. The attributes here only let the build read them once a coroutine on the
+    loop has run; a build on the loop itself would wait for that coroutine forever."""
+    import asyncio
+    import threading
+
+    from app.ml.columns import JsonColumn
+    from app.recommend.answer import Tenant, answer
+    from app.recommend.model_cache import OrgSnapshot
+    from app.schemas.recommend import RecommendIn
+    from app.settings import Settings
+
+    gate = threading.Event()
+
+    class GatedColumn(JsonColumn):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            assert gate.wait(timeout=10), "the column was built on the event loop"
+            return super().__iter__()
+
+    plain = Catalog.build([row("red-1", {"color": "red"}), row("blue-1", {"color": "blue"})], order=None)
+    texts = [plain.attributes.text(i) for i in range(len(plain))]
+    catalog = Catalog(plain.item_ids, plain.index, plain.known, plain.active, plain.item_types, plain.created_at,
+                      GatedColumn(b"".join(texts), np.cumsum([0, *map(len, texts)])), plain.watermark)
+    snapshot = OrgSnapshot("org", None, catalog, None, 0.0)
+
+    async def no_state(org: str, user: str) -> tuple[str, list[Any]]:
+        return user, []
+
+    async def main() -> dict[str, Any]:
+        request = RecommendIn(strategy="new-arrivals", filters={"color": "red"}, limit=5)
+        task = asyncio.create_task(answer(request, tenant=Tenant("org", "shop", "shop.example"),
+                                          snapshot=snapshot, user_state=no_state, settings=Settings()))
+        await asyncio.sleep(0)  # the request has started and is waiting for its column
+        gate.set()
+        return await asyncio.wait_for(task, timeout=20)
+
+    data = asyncio.run(main())
+    assert data["recommended_items"] == ["red-1"]
+    assert set(catalog.column_keys) == {"color"} and catalog.missing_columns(["color", "category"]) == []
