@@ -16,12 +16,16 @@ import gc
 import json
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import orjson
 
 START, END = "<!-- big-catalog:start -->", "<!-- big-catalog:end -->"
 LATENCY_GOAL_MS = 10.0
@@ -63,6 +67,7 @@ def run_big_catalog(opts: CatalogOptions, log: Callable[[str], None]) -> dict[st
         recommend_bodies,
         rss_mb,
         train_and_wait,
+        wait_quiet,
         wait_serving,
     )
     from benchmarks.speed.server import QUIET_TRAINING, ResourceSampler, Stack
@@ -102,6 +107,10 @@ def run_big_catalog(opts: CatalogOptions, log: Callable[[str], None]) -> dict[st
             first = train_and_wait(stack, api, timeout_s=4 * 3600.0)
             first["peak_rss_mb_worker_with_training_child"] = sampler.peak_tree_rss("worker", since=train_started) / MB
             first["serving_after_s"] = wait_serving(stack, api, first["version"], timeout_s=1800.0)
+            first["measured_version"] = wait_quiet(stack, api, timeout_s=4 * 3600.0)
+            if first["measured_version"] != first["version"]:
+                log(f"the worker's start-up train had run first, and the asked one after it; "
+                    f"measuring its version {first['measured_version']}")
             time.sleep(1.0)
             memory["api_rss_mb_model_loaded"] = rss_mb(sampler, "api")
             log(f"trained in {first['duration_s']:.0f} s, served {first['serving_after_s']:.1f} s after; "
@@ -119,6 +128,10 @@ def run_big_catalog(opts: CatalogOptions, log: Callable[[str], None]) -> dict[st
             variants += [Variant(f"{name}+filters", name, needs[REGISTRY[name].requires], True, True)
                          for name in ("personalized", "similar", "session_based", "frequently-bought-together")]
             port = stack.children["api"].port or 0
+            first_filtered = next(v for v in variants if v.filtered)
+            log(f"first filtered request ({first_filtered.name}), while 'popular' is asked alongside")
+            out["first_filtered_request"] = first_filtered_request(
+                api, orjson.loads(recommend_bodies(ds, samples, first_filtered)[0]))
             phases: dict[str, Any] = {}
             for variant in variants:
                 log(f"recommend, concurrency 1: {variant.name}")
@@ -132,6 +145,7 @@ def run_big_catalog(opts: CatalogOptions, log: Callable[[str], None]) -> dict[st
             out["recommend"] = {"concurrency": 1, "variants": phases}
             memory["api_rss_mb_after_recommend"] = rss_mb(sampler, "api")
 
+            wait_quiet(stack, api, timeout_s=4 * 3600.0)
             log("second train while the api serves the first; time until the api serves it")
             second = train_and_wait(stack, api, timeout_s=4 * 3600.0)
             second["serving_after_s"] = wait_serving(stack, api, second["version"], timeout_s=1800.0)
@@ -159,6 +173,31 @@ def run_big_catalog(opts: CatalogOptions, log: Callable[[str], None]) -> dict[st
     if opts.write_docs:
         write_docs(opts.docs, report["big_catalog"])
     return report
+
+
+def first_filtered_request(api: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The first request filtering on an attribute builds that attribute's column from every
+    item; meanwhile other requests must still be answered (the build runs off the event loop).
+    Times that request, and `popular` requests sent one after another while it runs."""
+    result: dict[str, Any] = {}
+
+    def filtered() -> None:
+        started = time.perf_counter()
+        data = api.recommend(body)
+        result.update(client_ms=(time.perf_counter() - started) * 1000, server_ms=data["latency_ms"])
+
+    thread = threading.Thread(target=filtered, name="first-filtered")
+    thread.start()
+    alongside: list[float] = []
+    while thread.is_alive():
+        started = time.perf_counter()
+        api.recommend({"strategy": "popular", "limit": 20})
+        alongside.append((time.perf_counter() - started) * 1000)
+    thread.join()
+    result["filters"] = sorted(body.get("filters") or {})
+    result["popular_alongside"] = {"requests": len(alongside), "max_client_ms": max(alongside, default=None),
+                                   "p50_client_ms": float(np.percentile(alongside, 50)) if alongside else None}
+    return result
 
 
 def goals(out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -199,6 +238,13 @@ def markdown(result: dict[str, Any]) -> str:
         modes = ", ".join(f"{m} {share:.0%}" for m, share in (phase.get("modes") or {}).items())
         lines.append(f"| {name} | {_f(server.get('p50'), 2)} | {_f(server.get('p99'), 2)} | "
                      f"{_f(phase['client_ms']['p99'], 2)} | {modes or '-'} |")
+    first = result.get("first_filtered_request")
+    if first:
+        alongside = first["popular_alongside"]
+        lines += ["", (f"First filtered request (filters {', '.join(first['filters'])}; it builds the columns "
+                       f"not built at load): {_f(first['client_ms'], 0)} ms. Meanwhile {alongside['requests']} "
+                       f"`popular` requests were answered, p50 {_f(alongside['p50_client_ms'], 1)} ms, "
+                       f"slowest {_f(alongside['max_client_ms'], 1)} ms (client).")]
     memory = result.get("memory") or {}
     trains = result.get("trains") or []
     lines += ["", (f"api RSS: {_f(memory.get('api_rss_mb_started'), 0)} MB at start, "

@@ -298,6 +298,28 @@ def wait_serving(stack: Stack, api: Api, version: str, *, timeout_s: float = 600
     return time.monotonic() - started
 
 
+def wait_quiet(stack: Stack, api: Api, *, timeout_s: float = 1800.0) -> str:
+    """Until no train of the org runs or is owed and the api serves the latest version; returns
+    it. A train the harness did not ask for (the worker's start-up train of an org that has data
+    and no model, with the asked one owed behind it) must not run, nor swap its version in,
+    while latencies are measured: at a million items that costs both cores for minutes."""
+
+    def quiet() -> str | None:
+        status = api.status()
+        if status.get("training") or stack.train_owed(api.org.org_id):
+            return None
+        return ((status.get("model") or {}).get("version")) or None
+
+    def quiet_twice() -> str | None:  # a train that just ended and its owed one that starts
+        first = quiet()
+        time.sleep(0.5)
+        return first if first is not None and quiet() == first else None
+
+    version = str(wait_until(quiet_twice, timeout_s=timeout_s, what="no train running or owed", stack=stack))
+    wait_serving(stack, api, version, timeout_s=timeout_s)
+    return version
+
+
 def recent_sessions(ds: Dataset, users: list[int], *, per_user: int = 5) -> list[dict[str, Any]]:
     """The last few events of each user, replayed now as a fresh session (real-time state)."""
     wanted = set(users)
@@ -388,6 +410,7 @@ def run_speed(
         train = train_and_wait(stack, api)
         train["peak_rss_mb_worker_with_training_child"] = sampler.peak_tree_rss("worker", since=train_started) / MB
         train["serving_after_s"] = wait_serving(stack, api, train["version"])
+        train["measured_version"] = wait_quiet(stack, api)
         out["train"] = train
         log(f"trained {train['version']} in {train['duration_s']:.1f} s; the api serves it")
         time.sleep(1.0)

@@ -279,6 +279,12 @@ class Stack:
 
         return int(self.redis.zcard(redis_keys.pending(org_id)))
 
+    def train_owed(self, org_id: str) -> bool:
+        """A train of the org was asked for while one ran: the worker runs another after it."""
+        from app import redis_keys
+
+        return bool(self.redis.hexists(redis_keys.TRAIN_AGAIN, org_id))
+
     def events_persisted(self) -> int:
         """The workers' running total of persisted events (all orgs)."""
         from app import redis_keys

@@ -72,6 +72,7 @@ def run_soak(
         draw_samples,
         recent_sessions,
         recommend_bodies,
+        wait_quiet,
         wait_serving,
         wait_trained,
     )
@@ -116,6 +117,8 @@ def run_soak(
         for api, ask in zip(apis, asked):
             train = wait_trained(stack, api, ask)
             wait_serving(stack, api, train["version"])
+        for api in apis:
+            wait_quiet(stack, api)
         templates: list[Template] = []
         body_events: dict[str, int] = {}
         n_sample = max(10, opts.sample // n_orgs)

@@ -66,5 +66,7 @@ def test_quick_big_catalog_asks_every_strategy_and_swaps_a_second_version(tmp_pa
     first, second = catalog["trains"]
     assert first["version"] != second["version"] and _positive(second["serving_after_s"])
     assert _positive(catalog["memory"]["api_rss_mb_model_loaded"])
+    first_filtered = catalog["first_filtered_request"]
+    assert _positive(first_filtered["client_ms"]) and first_filtered["filters"]
     text = docs.read_text()
-    assert "(old big-catalog text)" not in text and "| popular |" in text
+    assert "(old big-catalog text)" not in text and "| popular |" in text and "First filtered request" in text
