@@ -37,6 +37,53 @@ def _dump_asyncio_tasks(signum: int, frame: object) -> None:
             task.print_stack(file=out)
 
 
+# --- pytest-xdist ---------------------------------------------------------------------------
+# The controller of an xdist run collects nothing and loads no conftest below tests/, so the
+# container tests' image build it owns (tests/ops/conftest.py builds in a plain run) is here.
+_IMAGE_BUILD = pytest.StashKey[Any]()
+_CONTAINER_TESTS = "tests/ops/test_container.py"
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _xdist_controller(config) and not config.option.collectonly:
+        from tests.ops.images.background import SHARED_BUILD_DIR
+
+        os.environ[SHARED_BUILD_DIR] = tempfile.mkdtemp(prefix="lehnz-image-build-")  # the workers inherit it
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """A worker has collected: if the container tests are among them, the build starts now."""
+    from tests.ops.compose_stack import docker_problem
+    from tests.ops.images.background import SHARED_BUILD_DIR, BackgroundBuild
+
+    config, shared = node.config, os.environ.get(SHARED_BUILD_DIR)
+    wanted = shared and _IMAGE_BUILD not in config.stash and any(i.startswith(_CONTAINER_TESTS) for i in ids)
+    if wanted and docker_problem() is None:  # else the container tests say why they cannot run
+        config.stash[_IMAGE_BUILD] = BackgroundBuild(Path(shared))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    build = config.stash.get(_IMAGE_BUILD, None)
+    if build is not None:
+        build.finish()
+    elif _xdist_controller(config):
+        from tests.ops.images.background import SHARED_BUILD_DIR
+
+        shutil.rmtree(os.environ.get(SHARED_BUILD_DIR, "/nonexistent"), ignore_errors=True)  # no build ran
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker per core, at most four (each starts its own embedded Postgres and
+    Redis, and tests that spawn servers want a core of their own)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _diagnose_hangs() -> Iterator[None]:
     import signal

@@ -43,6 +43,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 RECIPE_LABEL = "org.lehnz.test.recipe"
 PROJECT_IMAGE = "lehnz-test/lehnz-server:latest"
 PROJECT_LABEL = "org.lehnz.test.project-image"
+EXIT_FILE = "exit"  # written into the log directory when the build is over: its exit code
 
 # Copied over every debootstrapped root filesystem: the apt and dpkg settings of Docker's own
 # Debian images (which the official python image is built on).

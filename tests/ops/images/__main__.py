@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.ops.images import ImageBuildError, build_all
+from tests.ops.images import EXIT_FILE, ImageBuildError, build_all
 
 
 def main() -> int:
@@ -23,13 +23,17 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="lehnz-image-build-"))
     print(f"build logs in {log_dir}", file=sys.stderr, flush=True)
+    code = 1
     try:
         tags = build_all(log_dir)
+        print(json.dumps(tags, indent=2), flush=True)
+        code = 0
     except ImageBuildError as error:
         print(error, file=sys.stderr)
-        return 1
-    print(json.dumps(tags, indent=2))
-    return 0
+    finally:
+        # For a process that did not start the build (another pytest-xdist worker): it is over.
+        (log_dir / EXIT_FILE).write_text(str(code))
+    return code
 
 
 if __name__ == "__main__":

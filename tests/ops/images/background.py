@@ -20,15 +20,18 @@ import time
 from pathlib import Path
 from typing import IO
 
-from tests.ops.images import ROOT, log_tail
+from tests.ops.images import EXIT_FILE, ROOT, log_tail
 
+# Under pytest-xdist: the directory of the controller's build (tests/conftest.py), inherited by
+# the workers.
+SHARED_BUILD_DIR = "LEHNZ_TEST_IMAGE_BUILD_DIR"
 BUILD_TIMEOUT_S = float(os.environ.get("LEHNZ_TEST_IMAGE_BUILD_TIMEOUT_S", "1500"))
 NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
 class BackgroundBuild:
-    def __init__(self) -> None:
-        self.log_dir = Path(tempfile.mkdtemp(prefix="lehnz-image-build-"))
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="lehnz-image-build-"))
         self.output_path = self.log_dir / "build.out"
         self._output: IO[bytes] = open(self.output_path, "wb")  # noqa: SIM115 - closed in finish()
         self._tags_path = self.log_dir / "tags.json"
@@ -73,12 +76,7 @@ class BackgroundBuild:
         return self._tags
 
     def _tail(self) -> str:
-        tails = [f"--- {self.output_path.name}:\n{log_tail(self.output_path)}"]
-        # The image whose log changed last is the one that was building when it stopped.
-        logs = sorted(self.log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
-        if logs:
-            tails.append(f"--- {logs[-1].name}:\n{log_tail(logs[-1], 40)}")
-        return "\n".join(tails)
+        return _build_log_tail(self.log_dir)
 
     def stop(self) -> None:
         """End the build if it still runs (its whole process group: docker clients, debootstrap)."""
@@ -100,3 +98,29 @@ class BackgroundBuild:
             shutil.rmtree(self.log_dir, ignore_errors=True)
         else:
             print(f"image build logs kept in {self.log_dir}", file=sys.stderr)
+
+
+def _build_log_tail(log_dir: Path) -> str:
+    tails = [f"--- build.out:\n{log_tail(log_dir / 'build.out')}"]
+    # The image whose log changed last is the one that was building when it stopped.
+    logs = sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    if logs:
+        tails.append(f"--- {logs[-1].name}:\n{log_tail(logs[-1], 40)}")
+    return "\n".join(tails)
+
+
+def wait_for_build(log_dir: Path, timeout: float = BUILD_TIMEOUT_S) -> dict[str, str]:
+    """The tags of a build another process started in `log_dir` (under pytest-xdist the
+    controller builds, and the worker that runs the container tests waits here)."""
+    deadline = time.monotonic() + timeout
+    exit_file = log_dir / EXIT_FILE
+    while not exit_file.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the image build did not finish within {timeout:.0f} s "
+                                 f"(LEHNZ_TEST_IMAGE_BUILD_TIMEOUT_S); logs in {log_dir}:\n{_build_log_tail(log_dir)}")
+        time.sleep(1.0)
+    code = exit_file.read_text().strip()
+    if code != "0":
+        raise AssertionError(f"the image build failed (exit {code}); logs in {log_dir}:\n{_build_log_tail(log_dir)}")
+    tags: dict[str, str] = json.loads((log_dir / "tags.json").read_text())
+    return tags
