@@ -4,6 +4,7 @@ one api app per session over ASGI, a fresh org per test so tests never see each 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import shutil
 import tempfile
@@ -75,6 +76,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from tests.ops.images.background import SHARED_BUILD_DIR
 
         shutil.rmtree(os.environ.get(SHARED_BUILD_DIR, "/nonexistent"), ignore_errors=True)  # no build ran
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test has a node id of its own: pytest-xdist schedules by node id, so tests sharing
+    one would run once and the others silently never (schemathesis 4 names its cases
+    `test[GET /path]` but gives them all the bare function's id)."""
+    counts = collections.Counter(item.nodeid for item in items)
+    for item in items:
+        if counts[item.nodeid] > 1 and not item.nodeid.endswith("::" + item.name) and item.parent is not None:
+            # The id pytest gives an item it names itself: its parent's id and its name.
+            if hasattr(item, "_id"):  # pytest 9 keeps it structured
+                item._id = item.parent.id.child(item.name)
+            else:
+                item._nodeid = f"{item.parent.nodeid}::{item.name}"
+    shared = [nodeid for nodeid, n in collections.Counter(item.nodeid for item in items).items() if n > 1]
+    if shared:
+        raise pytest.UsageError(f"tests share node ids (xdist would run one of each): {shared[:5]}")
 
 
 @pytest.hookimpl(optionalhook=True)
