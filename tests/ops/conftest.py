@@ -1,7 +1,7 @@
 """tests/ops: the container test's images are built in the background from the moment the
-session has collected a test that needs them (tests/ops/images/background.py), and the files
-with tests that need them run last, so that the build has the rest of the suite's time to
-finish in.
+session has collected a test that needs them (tests/ops/images/background.py), and the file
+with the tests that need them runs near the end, so that the build has most of the suite's
+time to finish in.
 
 Under pytest-xdist every worker collects every test, so the controller builds instead (one
 build, living as long as the session; tests/conftest.py, since the controller loads no
@@ -29,13 +29,26 @@ def _needs_images(item: pytest.Item) -> bool:
     return IMAGES_FIXTURE in getattr(item, "fixturenames", ())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Whole files, so that pytest-xdist's per-file scheduling also starts them last.
+# The container tests take about two minutes on one worker. Under pytest-xdist they start just
+# before these (the type check and tests/workers/, about as long together), so that the other
+# worker has those to run meanwhile instead of waiting for the container tests alone.
+RUN_AFTER_THE_CONTAINER_TESTS = ("tests/test_types.py", "tests/workers/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Whole files, so that pytest-xdist's per-file scheduling starts them late too.
     files = {item.path for item in items if _needs_images(item)}
     assert all(str(f).endswith(CONTAINER_TESTS) for f in files), f"tests/conftest.py builds for {CONTAINER_TESTS} only"
     if files:
-        last = [item for item in items if item.path in files]
-        items[:] = [item for item in items if item.path not in files] + last
+        moved = [item for item in items if item.path in files]
+        rest = [item for item in items if item.path not in files]
+
+        def after(item: pytest.Item) -> bool:
+            where = item.path.relative_to(config.rootpath).as_posix()
+            return where.startswith(RUN_AFTER_THE_CONTAINER_TESTS)
+
+        at = next((k for k, item in enumerate(rest) if after(item)), len(rest))
+        items[:] = rest[:at] + moved + rest[at:]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
