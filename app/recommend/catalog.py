@@ -356,8 +356,8 @@ class Catalog:
         )
 
     def column(self, key: str) -> AttributeColumn:
-        """Built on first use per key (then carried to later versions); a benign race may build
-        it twice. Requests have theirs built off the event loop first (`missing_columns`).
+        """Built on first use per key (then carried to later versions). Requests have theirs
+        built off the event loop first (`missing_columns`, `with_columns`).
 
         A key no item has (a filter a client made up) gets one shared empty column: made-up
         keys must not each cost a pass over the catalog and a column kept for its lifetime.
