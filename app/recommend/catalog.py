@@ -140,8 +140,7 @@ def _as_array(values: array, dtype: Any) -> np.ndarray:  # type: ignore[type-arg
 class _Gathered:
     """One key's values as rows are read, in C arrays: a million Python ints would cost ~70 MB
     per column while it is built (and the api's RSS would keep the high-water mark), and
-    setting numpy elements one by one costs more than the decoding. Types are tested with
-    `type(v) is` first (JSON decodes to exact types); value_key has the rules."""
+    setting numpy elements one by one costs more than the decoding. value_key has the rules."""
 
     __slots__ = ("codes", "number_rows", "numbers", "pair_codes", "pair_items", "rows", "vocab")
 
@@ -152,29 +151,21 @@ class _Gathered:
         self.pair_items, self.pair_codes = array("q"), array("i")  # (row, list element)
 
     def add(self, i: int, value: Any) -> None:
-        kind = type(value)
-        if kind is str:
-            scalar: tuple[str, Any] | None = ("s", value)
-        elif kind is float or kind is int:
-            scalar = ("n", float(value))
-            if math.isfinite(scalar[1]):
-                self.number_rows.append(i)
-                self.numbers.append(scalar[1])
-        elif kind is list:
+        if isinstance(value, list):
             for element in value:
                 element_key = value_key(element)
                 if element_key is not None:
                     self.pair_items.append(i)
                     self.pair_codes.append(self._code(element_key))
             return
-        else:
-            scalar = value_key(value)
-            if scalar is not None and scalar[0] == "n" and math.isfinite(scalar[1]):
-                self.number_rows.append(i)
-                self.numbers.append(scalar[1])
-        if scalar is not None:
-            self.rows.append(i)
-            self.codes.append(self._code(scalar))
+        scalar = value_key(value)
+        if scalar is None:
+            return
+        if scalar[0] == "n" and math.isfinite(scalar[1]):
+            self.number_rows.append(i)
+            self.numbers.append(scalar[1])
+        self.rows.append(i)
+        self.codes.append(self._code(scalar))
 
     def _code(self, value: tuple[str, Any]) -> int:
         code = self.vocab.get(value)

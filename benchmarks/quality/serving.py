@@ -31,6 +31,7 @@ from app.ml.interactions import CatalogSnapshot, InteractionLog
 from app.model_store import ModelStore, new_version
 from app.recommend.answer import Tenant, answer
 from app.recommend.catalog import COLUMNS_AT_LOAD, Catalog
+from app.recommend.filters import compile_filters
 from app.recommend.model_cache import OrgSnapshot
 from app.recommend.realtime import Activity
 from app.schemas.recommend import RecommendIn
@@ -126,7 +127,7 @@ class Served:
 
         # answer() builds a filter column it lacks in a worker thread (that needs an event loop):
         # here it is built first, as the api's first request on that key would.
-        self.snapshot.catalog.with_columns(request.filters or {})
+        self.snapshot.catalog.with_columns(compile_filters(request.filters).attribute_keys)
         return run_now(answer(request, tenant=_TENANT, snapshot=self.snapshot, user_state=user_state,
                               settings=self.settings, now=self.now if now is None else now))
 
