@@ -42,7 +42,6 @@ def _dump_asyncio_tasks(signum: int, frame: object) -> None:
 # The controller of an xdist run collects nothing and loads no conftest below tests/, so the
 # container tests' image build it owns (tests/ops/conftest.py builds in a plain run) is here.
 _IMAGE_BUILD = pytest.StashKey[Any]()
-_CONTAINER_TESTS = "tests/ops/test_container.py"
 
 
 def _xdist_controller(config: pytest.Config) -> bool:
@@ -60,10 +59,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     """A worker has collected: if the container tests are among them, the build starts now."""
     from tests.ops.compose_stack import docker_problem
-    from tests.ops.images.background import SHARED_BUILD_DIR, BackgroundBuild
+    from tests.ops.images.background import CONTAINER_TESTS, SHARED_BUILD_DIR, BackgroundBuild
 
     config, shared = node.config, os.environ.get(SHARED_BUILD_DIR)
-    wanted = shared and _IMAGE_BUILD not in config.stash and any(i.startswith(_CONTAINER_TESTS) for i in ids)
+    wanted = shared and _IMAGE_BUILD not in config.stash and any(i.startswith(CONTAINER_TESTS) for i in ids)
     if wanted and docker_problem() is None:  # else the container tests say why they cannot run
         config.stash[_IMAGE_BUILD] = BackgroundBuild(Path(shared))
 

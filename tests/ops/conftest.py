@@ -18,10 +18,15 @@ from pathlib import Path
 import pytest
 
 from tests.ops.compose_stack import docker_problem, require_docker
-from tests.ops.images.background import SHARED_BUILD_DIR, BackgroundBuild, wait_for_build
+from tests.ops.images.background import (
+    CONTAINER_TESTS,
+    OUTPUT_FILE,
+    SHARED_BUILD_DIR,
+    BackgroundBuild,
+    wait_for_build,
+)
 
 IMAGES_FIXTURE = "container_images"
-CONTAINER_TESTS = "tests/ops/test_container.py"  # the only file whose tests need the images
 _BUILD = pytest.StashKey[BackgroundBuild]()
 
 
@@ -71,7 +76,7 @@ def container_images(pytestconfig: pytest.Config) -> dict[str, str]:
     """Tags of the stand-in images and of the project's image (role -> tag), once built."""
     require_docker()
     shared = os.environ.get(SHARED_BUILD_DIR) if hasattr(pytestconfig, "workerinput") else None
-    if shared is not None and not (Path(shared) / "build.out").exists():
+    if shared is not None and not (Path(shared) / OUTPUT_FILE).exists():
         shared = None  # the controller started none (no engine when the workers had collected)
     if shared is None and _BUILD not in pytestconfig.stash:  # e.g. the engine came up after collection
         pytestconfig.stash[_BUILD] = BackgroundBuild()

@@ -25,6 +25,8 @@ from tests.ops.images import EXIT_FILE, ROOT, log_tail
 # Under pytest-xdist: the directory of the controller's build (tests/conftest.py), inherited by
 # the workers.
 SHARED_BUILD_DIR = "LEHNZ_TEST_IMAGE_BUILD_DIR"
+CONTAINER_TESTS = "tests/ops/test_container.py"  # the only file whose tests need the images
+OUTPUT_FILE, TAGS_FILE = "build.out", "tags.json"  # in the build's directory
 BUILD_TIMEOUT_S = float(os.environ.get("LEHNZ_TEST_IMAGE_BUILD_TIMEOUT_S", "1500"))
 NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
@@ -32,9 +34,9 @@ NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 class BackgroundBuild:
     def __init__(self, log_dir: Path | None = None) -> None:
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="lehnz-image-build-"))
-        self.output_path = self.log_dir / "build.out"
+        self.output_path = self.log_dir / OUTPUT_FILE
         self._output: IO[bytes] = open(self.output_path, "wb")  # noqa: SIM115 - closed in finish()
-        self._tags_path = self.log_dir / "tags.json"
+        self._tags_path = self.log_dir / TAGS_FILE
         self._tags_file: IO[bytes] = open(self._tags_path, "wb")  # noqa: SIM115 - closed in finish()
         self.started = time.monotonic()
         self.process = subprocess.Popen(
@@ -101,7 +103,7 @@ class BackgroundBuild:
 
 
 def _build_log_tail(log_dir: Path) -> str:
-    tails = [f"--- build.out:\n{log_tail(log_dir / 'build.out')}"]
+    tails = [f"--- {OUTPUT_FILE}:\n{log_tail(log_dir / OUTPUT_FILE)}"]
     # The image whose log changed last is the one that was building when it stopped.
     logs = sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
     if logs:
@@ -122,5 +124,5 @@ def wait_for_build(log_dir: Path, timeout: float = BUILD_TIMEOUT_S) -> dict[str,
     code = exit_file.read_text().strip()
     if code != "0":
         raise AssertionError(f"the image build failed (exit {code}); logs in {log_dir}:\n{_build_log_tail(log_dir)}")
-    tags: dict[str, str] = json.loads((log_dir / "tags.json").read_text())
+    tags: dict[str, str] = json.loads((log_dir / TAGS_FILE).read_text())
     return tags
