@@ -6,7 +6,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
-import resource
 import time
 import uuid
 from typing import Any
@@ -17,7 +16,7 @@ from app.ml.artifacts import OrgModels
 from app.ml.interactions import CatalogSnapshot, InteractionLog, data_now
 from app.ml.personalization import Candidate
 from app.ml.selection import carried_over, previous_choice, search_reason
-from app.ml.train import SearchPlan, train_org_models
+from app.ml.train import SearchPlan, peak_rss_mb, train_org_models
 from app.model_store import ModelStore, new_version
 from app.settings import Settings, train_params
 from app.storage import training_data
@@ -40,6 +39,7 @@ def train_and_store(
     estimate: dict[str, float] = {}
     data = asyncio.run(_load(settings, uuid.UUID(org_id), estimate=estimate))
     loaded_s = time.perf_counter() - started
+    loaded_peak_mb = peak_rss_mb()
     now = time.time()
     models, timings = train_models(data.log, data.catalog, settings, now=now, version=new_version(now),
                                    previous_quality=previous_quality, search=search)
@@ -47,7 +47,9 @@ def train_and_store(
     models.extra["timings_s"] = timings
     models.extra["window"] = {**data.counts.as_dict(), "max_events": settings.train_max_events,
                               "max_age_days": settings.train_window_days}
-    models.extra["memory_mb"] = {"estimated": round(estimate.get("mb", 0.0), 1), "peak_rss": peak_rss_mb()}
+    after = models.extra.get("memory_mb", {}).get("peak_rss_after", [])
+    models.extra["memory_mb"] = {"estimated": round(estimate.get("mb", 0.0), 1), "peak_rss": peak_rss_mb(),
+                                 "peak_rss_after": [("load", loaded_peak_mb), *after]}
     ModelStore(settings.models_path).save(org_id, models)
     return {
         "version": models.version,
@@ -77,11 +79,6 @@ def return_freed_memory() -> bool:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def train_models(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,9 +42,19 @@ class TrainingError(RuntimeError):
     """The run produced something that must not be published (NaN/Inf, a failed fit)."""
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class _Stopwatch:
+    """Seconds per part, and the process's peak RSS as each part ended, in the order they
+    ran: the peak only grows, so the first part at the highest figure is the one that set it
+    (in the training child; in-process callers such as the eval see their own process's)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: list[tuple[str, float]] = []
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
@@ -52,6 +63,7 @@ class _Stopwatch:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.peak_rss_mb.append((name, peak_rss_mb()))
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,7 @@ def train_org_models(
         bad = models.non_finite_parts()
     if bad:
         raise TrainingError(f"non-finite values in {', '.join(bad)}")
+    models.extra["memory_mb"] = {"peak_rss_after": clock.peak_rss_mb}
     return models, clock.seconds
 
 

@@ -210,6 +210,15 @@ def _headline(size: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def peak_part(memory: dict[str, Any]) -> str | None:
+    """The part during which the training process reached its peak RSS: the first whose
+    end-of-part peak (ru_maxrss only grows; `peak_rss_after` lists [part, MB] as they ran) is
+    the highest."""
+    after = memory.get("peak_rss_after") or []
+    highest = max((mb for _, mb in after), default=None)
+    return next((part for part, mb in after if mb == highest), None)
+
+
 def fitted_exponent(events: list[float], seconds: list[float]) -> float | None:
     """b of seconds = a * events^b, least squares in log-log."""
     if len(events) < 2:
@@ -322,16 +331,16 @@ def markdown(scale: dict[str, Any], image_dir: str) -> str:
         f"{_machine(meta)}. Synthetic shop: {scale['sizes'][0]['items']:,} items, UUID user ids, "
         f"{meta['options']['events_per_user']} events per user; each size bulk-loaded, then trained by "
         "`run_training` in a spawned child (the worker's own executor). Times are seconds; RSS is the "
-        "training process's peak (its own ru_maxrss)."),
+        "training process's peak (its own ru_maxrss); \"peak set in\" names the part during which it was reached."),
         "",
         ("| events | users | whole train | without search | search | load | matrix | ALS | kNN | content | "
-        "co-engagement | ALS alone | train / ALS alone | peak RSS | estimate |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "co-engagement | ALS alone | train / ALS alone | peak RSS | peak set in | estimate |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in scale["sizes"]:
         train = s["train"]
         if "error" in train:
-            lines.append(f"| {s['events']:,} | {s['users']:,} | failed: {train['error'][:120]} |" + " |" * 12)
+            lines.append(f"| {s['events']:,} | {s['users']:,} | failed: {train['error'][:120]} |" + " |" * 13)
             continue
         parts = train.get("timings_s", {})
         whole = train["duration_ms"] / 1000
@@ -343,7 +352,7 @@ def markdown(scale: dict[str, Any], image_dir: str) -> str:
             f"{_f(whole - parts.get('search', 0.0))} | {_f(parts.get('search'))} | {_f(parts.get('load'))} | "
             f"{_f(parts.get('matrix'))} | {_f(parts.get('als'))} | {_f(parts.get('knn'))} | "
             f"{_f(parts.get('content'))} | {_f(parts.get('coengagement'))} | {_f(als)} | {ratio} | "
-            f"{_f(memory.get('peak_rss'), 0)} MB | {_f(memory.get('estimated'), 0)} MB |"
+            f"{_f(memory.get('peak_rss'), 0)} MB | {peak_part(memory) or 'n/a'} | {_f(memory.get('estimated'), 0)} MB |"
         )
     lines += ["", "Preload (bulk_events.py) per size: " + "; ".join(
         f"{s['events']:,}: {_f(s['preload']['events_s'] + s['preload']['indexes_s'], 0)} s "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.speed.train_scale import peak_part
 from tests.benchmarks.test_bench_smoke import _positive, _run_bench
 
 DOC = """# Benchmarks
@@ -42,6 +43,11 @@ def test_quick_train_scale_trains_every_size_and_writes_its_table(tmp_path: Path
         assert train["interactions"] == size["events"] and _positive(train["duration_ms"])
         assert _positive(train["timings_s"]["load"]) and _positive(train["memory_mb"]["peak_rss"])
         assert _positive(train["memory_mb"]["estimated"]) and train["window"]["events"] == size["events"]
+        # The peak as each part ended: from the load on, never falling, and one part set it.
+        parts = [part for part, _ in train["memory_mb"]["peak_rss_after"]]
+        peaks = [mb for _, mb in train["memory_mb"]["peak_rss_after"]]
+        assert parts[0] == "load" and parts[-1] == "validate" and {"matrix", "knn", "content"} <= set(parts)
+        assert peaks == sorted(peaks) and peak_part(train["memory_mb"]) in parts
         assert _positive(size["preload"]["events_per_s"])
     assert any(g["goal"].startswith("peak RSS") for g in scale["goals"])
     assert (tmp_path / "train_scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
