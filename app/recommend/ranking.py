@@ -82,18 +82,26 @@ class FactorRanking:
     weights: Weights | None = None
 
 
+# The most a table of memoised_recent holds in arrays: a catalog-sized mask is a byte per item,
+# so 128 of them are 13 MB at 100k items but 128 MB at a million (per org, per table).
+MEMO_TABLE_BYTES = 32 * 1024 * 1024
+
+
 def memoised_recent(
-    memo: dict[str, Any], table: str, key: Hashable, compute: Callable[[], Any], *, kept: int
+    memo: dict[str, Any], table: str, key: Hashable, compute: Callable[[], Any], *, kept: int,
+    kept_bytes: int = MEMO_TABLE_BYTES,
 ) -> Any:
     """Like RankContext.memoised for values with many keys (filters, fallback chains): a table
-    in the snapshot memo keeping the `kept` most recently used."""
+    in the snapshot memo keeping the `kept` most recently used, and fewer when their arrays
+    would hold more than `kept_bytes` (the newest is always kept)."""
     cache: OrderedDict[Hashable, Any] = memo.setdefault(table, OrderedDict())
     value = cache.get(key)
     if value is None:
         value = compute()
         cache[key] = value
-        while len(cache) > kept:
-            cache.popitem(last=False)
+        held = sum(getattr(v, "nbytes", 0) for v in cache.values())
+        while len(cache) > 1 and (len(cache) > kept or held > kept_bytes):
+            held -= getattr(cache.popitem(last=False)[1], "nbytes", 0)
     else:
         cache.move_to_end(key)
     return value

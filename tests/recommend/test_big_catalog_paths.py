@@ -14,7 +14,7 @@ from app.ml.factor_index import FactorIndex, demote
 from app.ml.interactions import CatalogSnapshot, InteractionLog
 from app.recommend.catalog import Catalog
 from app.recommend.filters import compile_filters
-from app.recommend.ranking import FactorRanking, RankContext
+from app.recommend.ranking import FactorRanking, RankContext, memoised_recent
 from app.recommend.registry import REGISTRY
 from app.recommend.service import rank
 from app.recommend.strategies.personalized import price_optimized
@@ -128,3 +128,19 @@ def test_category_popular_lists_the_category_by_popularity_as_the_whole_catalog_
         assert answer.indices == expected[(page - 1) * 25:page * 25].tolist()
         assert set(answer.reasons) == {"category_popular"}
         assert answer.total_count == in_category.sum()  # its fallbacks list the category's other items
+
+
+def test_remembered_masks_are_bounded_in_bytes_as_well_as_in_number():
+    """A million-item catalog's masks are a MB each: a table of them keeps fewer, newest first."""
+    memo: dict = {}
+    mask = lambda: np.zeros(1_000_000, dtype=bool)  # noqa: E731
+    for key in range(10):
+        memoised_recent(memo, "masks", key, mask, kept=128, kept_bytes=3_500_000)
+    assert list(memo["masks"]) == [7, 8, 9]
+    small = lambda: np.zeros(1_000, dtype=bool)  # noqa: E731
+    for key in range(200):
+        memoised_recent(memo, "small", key, small, kept=128, kept_bytes=3_500_000)
+    assert list(memo["small"]) == list(range(72, 200))
+    huge = lambda: np.zeros(5_000_000, dtype=bool)  # noqa: E731
+    assert memoised_recent(memo, "huge", "only", huge, kept=128, kept_bytes=3_500_000).size == 5_000_000
+    assert list(memo["huge"]) == ["only"]  # the newest is kept even above the bound
