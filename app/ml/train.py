@@ -43,8 +43,18 @@ class TrainingError(RuntimeError):
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's peak resident memory so far: Linux's VmHWM, the high-water mark of the
+    process's own memory. Not ru_maxrss, which a spawned child inherits from its parent (the
+    kernel carries the RSS the parent had when it forked into the exec'd child's figure): a
+    training child started by a big parent would report the parent's size as its own."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # not Linux: KB or bytes
 
 
 class _Stopwatch:
@@ -63,7 +73,8 @@ class _Stopwatch:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-            self.peak_rss_mb.append((name, peak_rss_mb()))
+            last = self.peak_rss_mb[-1][1] if self.peak_rss_mb else 0.0
+            self.peak_rss_mb.append((name, max(last, peak_rss_mb())))  # the kernel's figure may lag a page
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ For each size, a synthetic shop (benchmarks/speed/synthetic.py: 100k items, UUID
 events per user) is bulk-loaded into the embedded PostgreSQL (bulk_events.py: binary COPY, the
 events table emptied first), then trained the way the worker trains: `run_training` in a spawned
 child process of the worker's own executor (load -> fit -> artifact). Measured per size: every
-part's seconds (from the artifact's manifest), the child's peak RSS (its own ru_maxrss, and a
+part's seconds (from the artifact's manifest), the child's peak RSS (its own VmHWM, and a
 0.25 s psutil sample as a cross-check), the memory estimate the budget check made, and the
 `implicit` ALS fit alone on the same matrix (floors.als_alone, in a child of its own). The first
 train of an org runs the model search, so every train here includes one; the tables report the
@@ -212,7 +212,7 @@ def _headline(size: dict[str, Any]) -> dict[str, Any]:
 
 def peak_part(memory: dict[str, Any]) -> str | None:
     """The part during which the training process reached its peak RSS: the first whose
-    end-of-part peak (ru_maxrss only grows; `peak_rss_after` lists [part, MB] as they ran) is
+    end-of-part peak (VmHWM only grows; `peak_rss_after` lists [part, MB] as they ran) is
     the highest."""
     after = memory.get("peak_rss_after") or []
     highest = max((mb for _, mb in after), default=None)
@@ -331,7 +331,8 @@ def markdown(scale: dict[str, Any], image_dir: str) -> str:
         f"{_machine(meta)}. Synthetic shop: {scale['sizes'][0]['items']:,} items, UUID user ids, "
         f"{meta['options']['events_per_user']} events per user; each size bulk-loaded, then trained by "
         "`run_training` in a spawned child (the worker's own executor). Times are seconds; RSS is the "
-        "training process's peak (its own ru_maxrss); \"peak set in\" names the part during which it was reached."),
+        "training process's peak (its own VmHWM; before 2026-12-08 ru_maxrss, which included the RSS of the "
+        "bench process the child was spawned from); \"peak set in\" names the part during which it was reached."),
         "",
         ("| events | users | whole train | without search | search | load | matrix | ALS | kNN | content | "
         "co-engagement | ALS alone | train / ALS alone | peak RSS | peak set in | estimate |"),

@@ -3,10 +3,14 @@ allocated; a train that would not fit refuses, and the previous model keeps serv
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import numpy as np
 import pytest
 
+from app.ml.train import peak_rss_mb
 from app.settings import Settings
 from app.storage.training_data import LoadCounts
 from tests.factories import event, item
@@ -49,3 +53,18 @@ def test_without_a_budget_a_train_may_use_half_the_memory_it_can_have() -> None:
     settings = Settings.model_construct(train_memory_budget_mb=0)
     assert train_memory.budget_mb(settings) == pytest.approx(train_memory.available_memory_bytes() / 2 / 2**20)
     assert train_memory.budget_mb(Settings.model_construct(train_memory_budget_mb=3000)) == 3000
+
+
+def _child_peak_mb() -> float:
+    return peak_rss_mb()
+
+
+def test_a_spawned_training_child_reports_its_own_peak_not_its_parents() -> None:
+    """The worker's executor spawns the training child; ru_maxrss would hand the child the RSS
+    its parent had at the fork (a bench process holding a 5M-event world: +500 MB)."""
+    held = np.ones(400 * 1024 * 1024 // 8)  # 400 MB resident in this (parent) process
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        child = pool.submit(_child_peak_mb).result(timeout=60)
+    assert held.sum() > 0 and peak_rss_mb() > 400
+    assert child < peak_rss_mb() - 300, (child, peak_rss_mb())
