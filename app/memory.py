@@ -5,7 +5,9 @@ ranking a dense vector allocates a few temporaries the size of the catalog (100k
 0.8 MB each). glibc serves blocks that big with mmap, or trims them off the top of the heap
 once freed, so every request page-faults its buffers in again: on the reference machine that
 doubled the time to rank a catalog. With higher thresholds freed blocks are reused; RSS grows
-by one request's working set (a few MB), not with traffic.
+by one request's working set (a few MB), not with traffic. What a load or a swap of a big org
+frees is given back once it is done (give_back_freed_memory), and model arrays read whole only
+at load leave the resident set (drop_mapped_pages).
 """
 
 from __future__ import annotations
@@ -14,33 +16,42 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import mmap
+from typing import Any
 
 log = logging.getLogger("lehnz.memory")
 
 # mallopt parameters, from glibc's malloc.h
-_M_TRIM_THRESHOLD = -1
-_M_TOP_PAD = -2
-_M_MMAP_THRESHOLD = -3
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
 
 _MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum on 64-bit; bigger blocks (models) still use mmap
 _TRIM_THRESHOLD = 64 * 1024 * 1024
 _TOP_PAD = 16 * 1024 * 1024
 
 
+def glibc_function(name: str) -> Any:
+    """A function of the C library, or None where it is not glibc (musl, macOS)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Tune this process's allocator; False (and nothing changed) where it is not glibc."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     done = all(
         mallopt(param, value) == 1
         for param, value in (
-            (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
-            (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
-            (_M_TOP_PAD, _TOP_PAD),
+            (M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
+            (M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
+            (M_TOP_PAD, _TOP_PAD),
         )
     )
     if not done:
@@ -60,3 +71,31 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 def collect_less_often() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def give_back_freed_memory() -> bool:
+    """Return the free pages of every malloc arena to the kernel now (glibc's malloc_trim(0)).
+
+    For the api after it loads or swaps an org: a million-item load frees hundreds of MB of
+    temporaries (id lists, decoded JSON, the replaced snapshot) in its loader threads' arenas,
+    and keep_freed_memory's thresholds would keep them in the process for good (measured at 1M
+    items: 270 MB after a load, 320 MB after a swap). Requests re-fault their buffers once."""
+    trim = glibc_function("malloc_trim")
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
+def drop_mapped_pages(array: Any) -> bool:
+    """Take a memory-mapped array's pages out of this process's resident set: they stay in the
+    page cache (shared, reclaimable) and come back, page by page, when read again. For an
+    array read whole once at load (to derive something) and then only a few rows at a time.
+    False when the array is not memory-mapped."""
+    mapping = getattr(array, "_mmap", None)  # np.memmap, as ModelStore loads big arrays
+    if not isinstance(mapping, mmap.mmap):
+        return False
+    mapping.madvise(mmap.MADV_DONTNEED)
+    return True

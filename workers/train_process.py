@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import gc
 import time
 import uuid
@@ -12,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from app.memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, glibc_function
 from app.ml.artifacts import OrgModels
 from app.ml.interactions import CatalogSnapshot, InteractionLog, data_now
 from app.ml.personalization import Candidate
@@ -49,7 +49,7 @@ def train_and_store(
                               "max_age_days": settings.train_window_days}
     after = models.extra.get("memory_mb", {}).get("peak_rss_after", [])
     models.extra["memory_mb"] = {"estimated": round(estimate.get("mb", 0.0), 1), "peak_rss": peak_rss_mb(),
-                                 "peak_rss_after": [("load", loaded_peak_mb), *after]}
+                                 "peak_rss_after": [["load", loaded_peak_mb], *after]}
     ModelStore(settings.models_path).save(org_id, models)
     return {
         "version": models.version,
@@ -69,16 +69,13 @@ def return_freed_memory() -> bool:
     glibc raises its mmap threshold each time a mapped block is freed (up to 32 MB): from then
     on the parts' many mid-sized arrays come from the heap, and once freed they mostly stay in
     the process. Setting the threshold turns that adjustment off. False where it is not glibc."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1024 * 1024) == 1 and mallopt(_M_TRIM_THRESHOLD, 4 * 1024 * 1024) == 1)
+    return bool(mallopt(M_MMAP_THRESHOLD, 1024 * 1024) == 1 and mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024) == 1)
 
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 def train_models(

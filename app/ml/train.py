@@ -111,7 +111,7 @@ def train_org_models(
         bad = models.non_finite_parts()
     if bad:
         raise TrainingError(f"non-finite values in {', '.join(bad)}")
-    models.extra["memory_mb"] = {"peak_rss_after": clock.peak_rss_mb}
+    models.extra["memory_mb"] = {"peak_rss_after": [[part, mb] for part, mb in clock.peak_rss_mb]}  # as JSON reads it
     return models, clock.seconds
 
 

@@ -66,3 +66,50 @@ def _gc_passes(mode: str) -> int:
 def test_a_big_ingest_batch_costs_at_most_one_gc_pass_not_dozens() -> None:
     assert _gc_passes("default") >= 20  # CPython's 700-object young generation: every ~700 objects
     assert _gc_passes("tuned") <= 5
+
+
+_RSS_AFTER = """
+import ctypes, gc, sys, tempfile
+import numpy as np
+from app.memory import drop_mapped_pages, give_back_freed_memory, keep_freed_memory
+
+def rss_kb(kind):
+    for line in open("/proc/self/status"):
+        if line.startswith(kind + ":"):
+            return int(line.split()[1])
+
+if sys.argv[1] == "trim":
+    keep_freed_memory()  # the api's tuning: freed blocks under 32 MB stay in the process
+    blocks = [np.ones(1_000_000) for _ in range(40)]  # 320 MB of 8 MB blocks, like a load's temporaries
+    kept = np.ones(1_000_000)  # allocated after them: what they free is not at the top of the heap
+    del blocks
+    before = rss_kb("RssAnon")
+    assert give_back_freed_memory()
+    print(before, rss_kb("RssAnon"))
+else:
+    path = tempfile.mktemp(suffix=".npy")
+    np.save(path, np.ones(32 * 1024 * 1024 // 8))  # 32 MB
+    mapped = np.load(path, mmap_mode="r")
+    assert float(mapped.sum()) == mapped.size  # read whole, as warm() reads the item factors
+    before = rss_kb("RssFile")
+    assert drop_mapped_pages(mapped) and float(mapped[:10].sum()) == 10.0  # still readable
+    print(before, rss_kb("RssFile"))
+"""
+
+
+def _rss_before_after(mode: str) -> tuple[int, int]:
+    out = subprocess.run([sys.executable, "-c", _RSS_AFTER, mode], capture_output=True, text=True, check=True)
+    before, after = (int(kb) for kb in out.stdout.split())
+    return before, after
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_what_a_load_freed_goes_back_to_the_kernel_once_it_is_done() -> None:
+    before, after = _rss_before_after("trim")
+    assert before - after > 250 * 1024, (before, after)  # of the 320 MB freed, in kB
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise on a memory map")
+def test_a_memory_mapped_array_read_whole_leaves_the_resident_set() -> None:
+    before, after = _rss_before_after("map")
+    assert before - after > 24 * 1024, (before, after)  # of the 32 MB read, in kB
