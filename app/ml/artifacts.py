@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from app.memory import drop_mapped_pages
 from app.ml.als import item_gram
 from app.ml.factor_index import FactorIndex
+from app.ml.id_index import IdIndex, Ids
 from app.ml.params import TrainParams
 
 FORMAT_VERSION = 3
@@ -27,6 +29,10 @@ FORMAT_VERSION = 3
 # interacted-items table: `exclude_interacted` sees only real-time activity until the next train.
 _READABLE_FORMATS = (1, 2, 3)
 ID_FIELDS = ("item_ids", "user_ids", "content_tokens", "event_names")
+# Kept as their stored bytes, decoded when read (app/ml/id_index.py): serving reads an id at a
+# time (a user's row, a lookup's check), and content tokens only to place an item upserted since
+# the train; a million ids or tokens decoded are ~90 MB of str objects.
+LAZY_ID_FIELDS = ("item_ids", "user_ids", "content_tokens")
 SPARSE_FIELDS = (
     "user_items",
     "item_neighbors",
@@ -63,8 +69,8 @@ class OrgModels:
     trained_at: float  # unix s: the params.now the run was trained against
     params: TrainParams
     n_interactions: int  # events used for training
-    item_ids: np.ndarray  # object (str): column order of every item-indexed array
-    user_ids: np.ndarray  # object (str): row order of every user-indexed array
+    item_ids: np.ndarray | Ids  # (str) column order of every item-indexed array; Ids once loaded
+    user_ids: np.ndarray | Ids  # (str) row order of every user-indexed array; Ids once loaded
     user_items: csr_matrix  # users x items float32: decayed, clipped training weights
     user_factors: np.ndarray  # users x factors float32
     item_factors: np.ndarray  # items x factors float32
@@ -84,7 +90,7 @@ class OrgModels:
     user_price_spread: np.ndarray  # users float32 spread of log(price), NaN unknown
     item_price: np.ndarray  # items float32, NaN unknown
     content_matrix: csr_matrix  # items x tokens: TF-IDF rows (unit length) of the train's catalog
-    content_tokens: np.ndarray  # object (str): the token of each content_matrix column
+    content_tokens: np.ndarray | Ids  # (str): the token of each content_matrix column
     content_idf: np.ndarray  # tokens float32: idf, 0 = a token that links nothing
     exposure_penalty: np.ndarray  # items float32 in (0, 1]: demotion of items shown but ignored
     interacted: csr_matrix  # users x items uint32: bit sets of event names (history.py)
@@ -104,8 +110,8 @@ class OrgModels:
         return {item_id: i for i, item_id in enumerate(self.item_ids.tolist())}
 
     @cached_property
-    def user_index(self) -> dict[str, int]:
-        return {user_id: u for u, user_id in enumerate(self.user_ids.tolist())}
+    def user_index(self) -> IdIndex:
+        return IdIndex(self.user_ids)
 
     @cached_property
     def item_factor_gram(self) -> np.ndarray:
@@ -127,9 +133,14 @@ class OrgModels:
 
     def warm(self) -> None:
         """Build what serving derives from the bundle now (in the loader's thread), so the
-        first requests after a swap do not pay for it."""
-        for name in ("item_index", "user_index", "item_factor_gram", "exposure_demotion", "factor_index"):
+        first requests after a swap do not pay for it. (Not `item_index`: serving looks items
+        up in the catalog's index; at a million items a second dict is ~70 MB.)"""
+        for name in ("user_index", "item_factor_gram", "exposure_demotion", "factor_index"):
             getattr(self, name)
+        # The gram and the factor index (a reordered copy) read every item's factors once; from
+        # now on requests read a few rows of them (fold-in, a narrow filter's items), so a
+        # memory-mapped array need not stay resident whole (128 MB at 1M items and 32 factors).
+        drop_mapped_pages(self.item_factors)
 
     @cached_property
     def content_token_index(self) -> dict[str, int]:
@@ -189,7 +200,8 @@ class OrgModels:
             arrays = {**arrays, **_empty_history(int(counts["users"]), int(counts["items"]))}
         values: dict[str, Any] = {}
         for name in ID_FIELDS:
-            values[name] = decode_strings(arrays[f"{name}.blob"], arrays[f"{name}.offsets"])
+            blob, offsets = arrays[f"{name}.blob"], arrays[f"{name}.offsets"]
+            values[name] = Ids(blob, offsets) if name in LAZY_ID_FIELDS else decode_strings(blob, offsets)
         for name in SPARSE_FIELDS:
             n_rows, n_cols = (int(n) for n in arrays[f"{name}.shape"])
             values[name] = csr_matrix(
@@ -218,8 +230,10 @@ class OrgModels:
         return bad
 
 
-def encode_strings(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def encode_strings(values: np.ndarray | Ids) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 UTF-8 blob, int64 offsets of length n + 1): string ids without object arrays."""
+    if isinstance(values, Ids):
+        return values.blob, values.offsets
     encoded = [value.encode("utf-8") for value in values.tolist()]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from app.ml.columns import JsonColumn
+from app.ml.id_index import IdIndex, Ids
 
 # Keys a catalog version remembers having no column (each would otherwise cost a scan of the
 # attribute text per request); past this many, made-up filter keys are scanned for each time.
@@ -237,8 +238,8 @@ class CatalogTable:
 
 @dataclass(frozen=True, eq=False)
 class Catalog:
-    item_ids: np.ndarray  # object (str)
-    index: dict[str, int]
+    item_ids: Ids  # position -> item id
+    index: IdIndex  # item id -> position
     known: np.ndarray  # bool: the item is in the items table (events may name unknown items)
     active: np.ndarray  # bool: known and status == active
     item_types: np.ndarray  # object
@@ -257,17 +258,17 @@ class Catalog:
         return cls.build([], order=None)
 
     @classmethod
-    def build(cls, rows: Sequence[Row], *, order: np.ndarray | None) -> Catalog:
+    def build(cls, rows: Sequence[Row], *, order: Iterable[str] | None) -> Catalog:
         """From database rows; `order` (the model's item ids) comes first when given."""
         table = CatalogTable()
         table.add(rows)
         return cls.of_table(table, order=order)
 
     @classmethod
-    def of_table(cls, table: CatalogTable, *, order: np.ndarray | None) -> Catalog:
+    def of_table(cls, table: CatalogTable, *, order: Iterable[str] | None) -> Catalog:
         """From the items table's columns; `order` (the model's item ids) comes first when given."""
         position = {item_id: j for j, item_id in enumerate(table.item_ids)}
-        ids: list[str] = list(order.tolist()) if order is not None else []
+        ids: list[str] = list(order) if order is not None else []
         seen = set(ids)
         ids.extend(sorted(i for i in position if i not in seen))
         n = len(ids)
@@ -283,9 +284,8 @@ class Catalog:
             types[known] = table_types[row]
             active[known] = np.asarray(table.active, dtype=bool)[row]
             created[known] = np.asarray(table.created_at, dtype=np.float64)[row]
-        item_ids = np.empty(n, dtype=object)
-        item_ids[:] = ids
-        return cls(item_ids, {item_id: i for i, item_id in enumerate(ids)}, known, active, types, created,
+        item_ids = Ids.of(ids)
+        return cls(item_ids, IdIndex(item_ids), known, active, types, created,
                    table.attributes().take(source), table.watermark)
 
     def apply(self, rows: Sequence[Row]) -> Catalog:
@@ -293,14 +293,14 @@ class Catalog:
         if not rows:
             return self
         latest = {row[0]: row for row in rows}  # one change per item: the last one read
-        new_ids = [item_id for item_id in latest if item_id not in self.index]
+        found = self.index.positions(list(latest))
+        new_ids = [item_id for item_id, i in zip(latest, found.tolist()) if i < 0]
         n_old, n = len(self), len(self) + len(new_ids)
         grow = n - n_old
-        item_ids = np.concatenate([self.item_ids, np.empty(grow, dtype=object)])
-        index = dict(self.index)
-        for item_id in new_ids:
-            index[item_id] = len(index)
-            item_ids[index[item_id]] = item_id
+        item_ids = self.item_ids.appended(new_ids) if grow else self.item_ids
+        index = self.index.extended(item_ids) if grow else self.index
+        found[found < 0] = np.arange(n_old, n)
+        position = dict(zip(latest, found.tolist()))
         known = np.concatenate([self.known, np.zeros(grow, dtype=bool)])
         active = np.concatenate([self.active, np.zeros(grow, dtype=bool)])
         types = np.concatenate([self.item_types, np.full(grow, None, dtype=object)])
@@ -308,7 +308,7 @@ class Catalog:
         texts: dict[int, bytes] = {}
         watermark = max(self.watermark, max(row[5] for row in rows))
         for item_id, item_type, status, attrs, created_at, _ in latest.values():
-            i = index[item_id]
+            i = position[item_id]
             known[i] = True
             active[i] = status == "active"
             types[i] = item_type
@@ -319,12 +319,12 @@ class Catalog:
         columns = {key: column.patched(n, decoded, key) for key, column in self._columns.items()}
         return Catalog(item_ids, index, known, active, types, created, attributes, watermark, columns)
 
-    def realign(self, order: np.ndarray) -> Catalog:
+    def realign(self, order: Iterable[str]) -> Catalog:
         """The same items re-ordered so that `order` (a new model's item ids) comes first."""
-        first = order.tolist()
+        first = list(order)
         in_order = set(first)
-        ids = first + [i for i in self.item_ids[self.known].tolist() if i not in in_order]
-        old = np.fromiter((self.index.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        ids = first + [i for i, known in zip(self.item_ids, self.known.tolist()) if known and i not in in_order]
+        old = self.index.positions(ids)
         has = old >= 0
         src = np.where(has, old, 0)
 
@@ -332,11 +332,10 @@ class Catalog:
             taken = values[src] if len(values) else np.empty(len(ids), dtype=values.dtype)
             return np.where(has, taken, missing) if len(ids) else taken
 
-        item_ids = np.empty(len(ids), dtype=object)
-        item_ids[:] = ids
+        item_ids = Ids.of(ids)
         return Catalog(
             item_ids,
-            {item_id: i for i, item_id in enumerate(ids)},
+            IdIndex(item_ids),
             take(self.known, False).astype(bool),
             take(self.active, False).astype(bool),
             take(self.item_types, None),

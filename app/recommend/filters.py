@@ -83,10 +83,8 @@ class Filters:
         keep = np.ones(len(catalog), dtype=bool)
         for predicate in self.predicates:
             keep &= _predicate_mask(predicate, catalog)
-        for item_id in self.exclude_item_ids:
-            index = catalog.index.get(item_id)
-            if index is not None:
-                keep[index] = False
+        excluded = catalog.index.positions(list(self.exclude_item_ids))
+        keep[excluded[excluded >= 0]] = False
         return keep
 
 

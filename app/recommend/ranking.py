@@ -143,13 +143,13 @@ class RankContext:
         return index is not None and 0 <= index < self.n_model
 
     def recent_items(self) -> list[tuple[int, Activity]]:
-        """Recent interactions whose item is in the catalog, newest first."""
-        out = []
-        for activity in self.recent:
-            index = self.catalog.index.get(activity.item_id)
-            if index is not None:
-                out.append((index, activity))
-        return out
+        """Recent interactions whose item is in the catalog, newest first (treat as read-only)."""
+        return self._recent_items
+
+    @cached_property
+    def _recent_items(self) -> list[tuple[int, Activity]]:
+        found = self.catalog.index.positions([activity.item_id for activity in self.recent]).tolist()
+        return [(index, activity) for index, activity in zip(found, self.recent) if index >= 0]
 
     def weight(self, activity: Activity) -> float:
         return self.settings.event_weight(activity.event_name, activity.event_family)

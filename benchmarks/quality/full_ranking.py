@@ -9,7 +9,7 @@ exactly this list (`filters.exclude_interacted: true`); score-matrix baselines g
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +32,8 @@ class UserQueries:
 
 
 def user_queries(
-    user_index: dict[str, int],
-    item_index: dict[str, int],
+    user_index: Mapping[str, int],
+    item_index: Mapping[str, int],
     *,
     train: tuple[Sequence[str], Sequence[str]],
     test: tuple[Sequence[str], Sequence[str]],
@@ -110,7 +110,7 @@ def matrix_scorer(scores: np.ndarray) -> Scorer:
 
 
 def binary_matrix(
-    user_index: dict[str, int], item_index: dict[str, int], users: Sequence[str], items: Sequence[str]
+    user_index: Mapping[str, int], item_index: Mapping[str, int], users: Sequence[str], items: Sequence[str]
 ) -> csr_matrix:
     """users x items 0/1 float32 in the model's index space: the input of the textbook baselines."""
     rows = np.fromiter((user_index[u] for u in users), dtype=np.int64, count=len(users))

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import app.model_store as model_store_module
+from app.memory import drop_mapped_pages
 from app.ml.artifacts import DENSE_FIELDS, ID_FIELDS, SPARSE_FIELDS, OrgModels
+from app.ml.id_index import Ids
 from app.ml.interactions import CatalogSnapshot
 from app.ml.train import train_org_models
 from app.model_store import ModelStore, new_version
@@ -198,6 +200,24 @@ def test_warm_builds_what_serving_derives_before_a_request_needs_it(tmp_path, mo
     assert loaded is not None and "factor_index" not in vars(loaded)
     loaded.warm()  # what the api's loader thread does before the swap
     derived = vars(loaded)
-    assert {"item_index", "user_index", "item_factor_gram", "exposure_demotion", "factor_index"} <= set(derived)
+    assert {"user_index", "item_factor_gram", "exposure_demotion", "factor_index"} <= set(derived)
     index = derived["factor_index"]
     assert index is not None and index.n_items == models.n_items
+    # Not built for serving: a second item index (requests look items up in the catalog's), and
+    # the content tokens' str objects (read only to place an item upserted since the train).
+    assert "item_index" not in derived and "content_token_index" not in derived
+    assert isinstance(loaded.content_tokens, Ids)
+    assert loaded.content_tokens.tolist() == models.content_tokens.tolist() and len(loaded.content_tokens) > 0
+
+
+def test_the_item_factors_leave_the_resident_set_after_warm_and_read_back_the_same(tmp_path, models):
+    """warm() reads every item's factors (the gram, the factor index); a memory-mapped array
+    is then dropped from the process's resident pages, and its rows read back from the file."""
+    store = ModelStore(tmp_path, mmap_min_bytes=1)
+    store.save("org", models)
+    loaded = store.load_latest("org")
+    assert loaded is not None and isinstance(loaded.item_factors, np.memmap)
+    loaded.warm()
+    assert drop_mapped_pages(loaded.item_factors) and not drop_mapped_pages(models.item_factors)
+    assert np.array_equal(loaded.item_factors, models.item_factors)
+    assert loaded.user_index["ü3"] == models.user_index["ü3"]
