@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app import metrics
+from app.memory import give_back_freed_memory
 from app.ml.artifacts import OrgModels
 from app.model_store import ModelStore
 from app.recommend.catalog import COLUMNS_AT_LOAD, Catalog, CatalogTable
@@ -175,6 +176,7 @@ class ModelCache:
                 catalog = await asyncio.to_thread(catalog.with_columns, COLUMNS_AT_LOAD)
                 snapshot = OrgSnapshot(org_id, models, catalog, None, time.time())
                 self._install(snapshot)
+                await asyncio.to_thread(give_back_freed_memory)  # the load's temporaries
                 return snapshot
         finally:
             self._cold.pop(org_id, None)
@@ -182,28 +184,39 @@ class ModelCache:
     async def _update(self, org_id: str, *, model: bool, catalog_version: bytes | None) -> None:
         try:
             async with self._lock(org_id):
-                current = self._snapshots.get(org_id)
-                if current is None:
-                    return
-                snapshot = current
-                if self._reload_due(current):
-                    order = current.models.item_ids if current.models is not None else None
-                    catalog = await self._full_catalog(org_id, order=order)
-                    # The filter columns requests used keep being ready (built here, not in a request).
-                    catalog = await asyncio.to_thread(catalog.with_columns, current.catalog.column_keys)
-                    snapshot = replace(snapshot, catalog=catalog, catalog_loaded_at=time.time())
-                if model:
-                    models = await asyncio.to_thread(self._load_models, org_id)
-                    if models is not None and models.version != current.model_version:
-                        catalog = await asyncio.to_thread(current.catalog.realign, models.item_ids)
-                        snapshot = replace(snapshot, models=models, catalog=catalog)
-                        log.info("org %s now serves model %s", org_id, models.version)
-                since = snapshot.catalog.watermark - _CATALOG_OVERLAP_S
-                rows = await self._catalog_rows(org_id, since=since)
-                catalog = await asyncio.to_thread(snapshot.catalog.apply, rows) if rows else snapshot.catalog
-                self._install(replace(snapshot, catalog=catalog, catalog_version=catalog_version))
+                if await self._updated(org_id, model=model, catalog_version=catalog_version):
+                    # After _updated returned: none of its locals keeps the replaced snapshot alive.
+                    await asyncio.to_thread(give_back_freed_memory)
         except Exception:
             log.exception("updating org %s failed; still serving the previous snapshot", org_id)
+
+    async def _updated(self, org_id: str, *, model: bool, catalog_version: bytes | None) -> bool:
+        """Install the org's new snapshot; whether its models or catalog were replaced."""
+        current = self._snapshots.get(org_id)
+        if current is None:
+            return False
+        snapshot = current
+        if self._reload_due(current):
+            order = current.models.item_ids if current.models is not None else None
+            catalog = await self._full_catalog(org_id, order=order)
+            # The filter columns requests used keep being ready (built here, not in a request).
+            catalog = await asyncio.to_thread(catalog.with_columns, current.catalog.column_keys)
+            snapshot = replace(snapshot, catalog=catalog, catalog_loaded_at=time.time())
+        if model:
+            models = await asyncio.to_thread(self._load_models, org_id)
+            if models is not None and models.version != current.model_version:
+                catalog = await asyncio.to_thread(current.catalog.realign, models.item_ids)
+                snapshot = replace(snapshot, models=models, catalog=catalog)
+                log.info("org %s now serves model %s", org_id, models.version)
+        catalog = snapshot.catalog
+        if catalog_version != current.catalog_version:
+            # Items changed since this snapshot's catalog was read. Not on a new model alone: the
+            # overlap would re-read every item a bulk import wrote within its few seconds (a
+            # million rows decoded and re-applied on every swap).
+            rows = await self._catalog_rows(org_id, since=catalog.watermark - _CATALOG_OVERLAP_S)
+            catalog = await asyncio.to_thread(catalog.apply, rows) if rows else catalog
+        self._install(replace(snapshot, catalog=catalog, catalog_version=catalog_version))
+        return snapshot.models is not current.models or catalog is not current.catalog
 
     def _install(self, snapshot: OrgSnapshot) -> None:
         if snapshot.org_id in self._deleted:

@@ -102,3 +102,58 @@ async def test_the_preload_goes_on_when_an_org_is_deleted_while_it_loads(
 
 async def _is_loading(models: Any, org_id: str) -> bool:
     return models.loading(org_id)
+
+
+async def test_a_new_model_alone_does_not_re_read_the_catalog_but_a_catalog_change_does(
+    settings: Any, client: Any, db: Any, drain: Any
+) -> None:
+    """A swap re-orders the catalog it has; re-reading the items table (with its overlap of a
+    few seconds) on every swap re-applied every item of a bulk import, a million rows per new
+    model. A change to the items bumps the catalog version, and that is read."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from app.main import create_app
+
+    application = create_app(settings.model_copy(update={"model_cache_orgs": 100_000}))
+    async with application.router.lifespan_context(application):
+        models = application.state.lehnz.models
+        org = await create_org(db, name="swaps often")
+        await client.post(ITEMS, json=[item("a", attributes={"colour": "red"}), item("b")], headers=org.sk)
+        await client.post("/v1/ingest/events/ingest", json=[event("u", "view", "a"), event("u", "view", "b")],
+                          headers=org.pk)
+        await drain()
+
+        async def serving_a_new_model(than: str | None) -> str:
+            await client.post("/v1/models/train", headers=org.sk)
+            await drain()
+            status = (await client.get("/v1/models/status", headers=org.sk)).json()["data"]["model"]
+            assert status["version"] != than
+
+            async def serving() -> bool:
+                snapshot = models.peek(org.org_id)
+                return snapshot is not None and snapshot.model_version == status["version"]
+
+            await eventually(serving, timeout=20, interval=0.05)
+            return str(status["version"])
+
+        first = await serving_a_new_model(None)
+        # A row changed behind the api's back (no catalog version bump), just now: inside the
+        # overlap an items re-read would cover.
+        async with db() as session, session.begin():
+            await session.execute(text("UPDATE items SET attributes = '{\"colour\": \"blue\"}', updated_at = now() "
+                                       "WHERE org_id = :org AND item_id = 'a'"), {"org": uuid.UUID(org.org_id)})
+        await serving_a_new_model(first)
+        snapshot = models.peek(org.org_id)
+        assert snapshot is not None
+        assert snapshot.catalog.attributes[snapshot.catalog.index["a"]] == {"colour": "red"}
+
+        await client.post(ITEMS, json=[item("c")], headers=org.sk)  # bumps the catalog version
+        await drain()
+
+        async def has_c() -> bool:
+            current = models.peek(org.org_id)
+            return current is not None and "c" in current.catalog.index
+
+        await eventually(has_c, timeout=10, interval=0.05)
