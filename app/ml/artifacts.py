@@ -9,7 +9,6 @@ Neighbour-table rows are stored best-first (see topk.py); the round trip keeps t
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -232,19 +231,13 @@ class OrgModels:
 
 def encode_strings(values: np.ndarray | Ids) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 UTF-8 blob, int64 offsets of length n + 1): string ids without object arrays."""
-    if isinstance(values, Ids):
-        return values.blob, values.offsets
-    encoded = [value.encode("utf-8") for value in values.tolist()]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+    ids = values if isinstance(values, Ids) else Ids.of(values.tolist())
+    return ids.blob, ids.offsets
 
 
 def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    raw = blob.tobytes()
-    bounds = offsets.tolist()
-    out = np.empty(len(bounds) - 1, dtype=object)
-    out[:] = [raw[start:stop].decode("utf-8") for start, stop in itertools.pairwise(bounds)]
+    out = np.empty(len(offsets) - 1, dtype=object)
+    out[:] = Ids(blob, offsets).tolist()
     return out
 
 

@@ -60,7 +60,11 @@ class Ids:
             if not 0 <= j < n:
                 raise IndexError(i)
             return self.blob[int(self.offsets[j]):int(self.offsets[j + 1])].tobytes().decode("utf-8")
-        positions = np.arange(len(self))[i]
+        if isinstance(i, slice):
+            positions = np.arange(*i.indices(len(self)))
+        else:
+            positions = np.asarray(i)
+            positions = np.flatnonzero(positions) if positions.dtype == bool else positions.astype(np.int64)
         out = np.empty(len(positions), dtype=object)
         out[:] = [self[int(j)] for j in positions.tolist()]
         return out

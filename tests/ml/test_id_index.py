@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.ml.id_index import IdIndex
+from app.ml.id_index import IdIndex, Ids
 from app.ml.interactions import object_array
 
 
@@ -43,3 +43,17 @@ def test_an_extended_index_finds_old_and_new_ids():
     index = IdIndex(ids).extended(grown)
     assert index["a0"] == 0 and index["a999"] == 999 and index["new-2"] == 1001 and len(index) == 1002
     assert index.positions(["new-1", "a500", "x"]).tolist() == [1000, 500, -1]
+
+
+def test_ids_read_like_the_object_array_they_replace():
+    plain = object_array(["a", "bb", "ü", ""])
+    ids = Ids.of(plain.tolist())
+    assert len(ids) == ids.size == 4 and ids.tolist() == list(ids) == plain.tolist()
+    assert ids[1] == "bb" and ids[-1] == "" and ids[np.int64(2)] == "ü"
+    for at in (np.array([3, 0]), [2], slice(1, 3), np.array([True, False, True, False])):
+        assert ids[at].tolist() == plain[at].tolist()
+    with pytest.raises(IndexError):
+        ids[4]
+    grown = ids.appended(["new"])
+    assert grown.tolist() == [*plain.tolist(), "new"] and ids.tolist() == plain.tolist()
+    assert Ids.of([]).tolist() == [] and len(Ids.of([]).appended([])) == 0
