@@ -3,8 +3,9 @@
 Its order starts with the trained model's items (so model-indexed arrays line up with catalog
 indices 0..n_model-1 without translation), followed by items upserted since the last train.
 
-Compact, because a catalog can have a million items: attributes stay one buffer of JSON text
-(a JsonColumn, about a sixth of the memory of the dicts) and a row is decoded only when read
+Compact, because a catalog can have a million items: ids are one UTF-8 buffer with a hashed
+index (app/ml/id_index.py), attributes one buffer of JSON text (a JsonColumn, about a sixth of
+the memory of the dicts), and a row is decoded only when read
 (a page's results). Attribute columns for filters are built on first use per key (in a worker
 thread, the request's keys in one pass; "category" when the org is loaded), then carried to
 every later version of the catalog (apply patches only the changed rows, realign permutes), so
