@@ -205,7 +205,8 @@ class ModelCache:
         if model:
             models = await asyncio.to_thread(self._load_models, org_id)
             if models is not None and models.version != current.model_version:
-                catalog = await asyncio.to_thread(current.catalog.realign, models.item_ids)
+                # The catalog this update has (reloaded just above, when due), in the new model's order.
+                catalog = await asyncio.to_thread(snapshot.catalog.realign, models.item_ids)
                 snapshot = replace(snapshot, models=models, catalog=catalog)
                 log.info("org %s now serves model %s", org_id, models.version)
         catalog = snapshot.catalog

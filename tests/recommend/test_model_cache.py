@@ -110,11 +110,14 @@ async def test_a_new_model_alone_does_not_re_read_the_catalog_but_a_catalog_chan
     """A swap re-orders the catalog it has; re-reading the items table (with its overlap of a
     few seconds) on every swap re-applied every item of a bulk import, a million rows per new
     model. A change to the items bumps the catalog version, and that is read."""
+    import dataclasses
     import uuid
 
     from sqlalchemy import text
 
     from app.main import create_app
+    from app.model_store import ModelStore
+    from app.recommend.model_cache import ModelCache
 
     application = create_app(settings.model_copy(update={"model_cache_orgs": 100_000}))
     async with application.router.lifespan_context(application):
@@ -139,15 +142,34 @@ async def test_a_new_model_alone_does_not_re_read_the_catalog_but_a_catalog_chan
             return str(status["version"])
 
         first = await serving_a_new_model(None)
+        # A cache of its own (no sync loop: nothing notices a change before the test says so).
+        own = ModelCache(db, ModelStore(settings.models_path), max_orgs=10)
+        assert (await own.get(org.org_id)).model_version == first
         # A row changed behind the api's back (no catalog version bump), just now: inside the
         # overlap an items re-read would cover.
         async with db() as session, session.begin():
             await session.execute(text("UPDATE items SET attributes = '{\"colour\": \"blue\"}', updated_at = now() "
                                        "WHERE org_id = :org AND item_id = 'a'"), {"org": uuid.UUID(org.org_id)})
-        await serving_a_new_model(first)
+        second = await serving_a_new_model(first)
         snapshot = models.peek(org.org_id)
         assert snapshot is not None
         assert snapshot.catalog.attributes[snapshot.catalog.index["a"]] == {"colour": "red"}
+
+        # The hourly full reload, when it falls on a swap, is what the new model is served with.
+        loaded = own.peek(org.org_id)
+        assert loaded is not None
+        own._snapshots[org.org_id] = dataclasses.replace(loaded, catalog_loaded_at=0.0)
+        own.notice(org.org_id, model_version=second.encode(), catalog_version=None)
+
+        async def swapped() -> bool:
+            current = own.peek(org.org_id)
+            return current is not None and current.model_version == second and not own.loading(org.org_id)
+
+        await eventually(swapped, timeout=20, interval=0.05)
+        reloaded = own.peek(org.org_id)
+        assert reloaded is not None and reloaded.catalog_loaded_at > 0
+        assert reloaded.catalog.attributes[reloaded.catalog.index["a"]] == {"colour": "blue"}
+        await own.close()
 
         await client.post(ITEMS, json=[item("c")], headers=org.sk)  # bumps the catalog version
         await drain()
