@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -38,6 +39,7 @@ from app.recommend.model_cache import ModelCache
 from app.recommend.served_log import ServedLog
 from app.settings import Settings, get_settings
 from app.storage.db import create_engine, create_session_factory
+from app.storage.redis_state import signals
 
 log = logging.getLogger("lehnz.api")
 
@@ -77,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             queue=Queue(redis),
             keys=KeyCache(sessions),
         )
-        state.models = ModelCache(sessions, ModelStore(settings.models_path), max_orgs=settings.model_cache_orgs)
+        state.models = ModelCache(sessions, ModelStore(settings.models_path), max_orgs=settings.model_cache_orgs,
+                                  catalog_version=functools.partial(signals.catalog_version, redis))
         state.served_log = ServedLog(state.queue)
         state.limiter = RateLimiter(deadline_redis, settings)
         state.batcher = IngestBatcher(state.queue, max_records=settings.max_batch)

@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +33,9 @@ from app.storage.catalog_chunks import catalog_chunks
 from app.storage.db import SessionFactory
 
 log = logging.getLogger("lehnz.models")
+
+# org id -> the catalog version Redis holds for it (None: no catalog change recorded yet).
+CatalogVersion = Callable[[str], Awaitable[bytes | None]]
 
 # Re-read catalog rows updated a little before the newest one seen: a transaction that began
 # earlier but committed later still gets applied (re-applying a row is harmless).
@@ -58,10 +62,14 @@ class OrgSnapshot:
 
 
 class ModelCache:
-    def __init__(self, sessions: SessionFactory, store: ModelStore, *, max_orgs: int) -> None:
+    def __init__(self, sessions: SessionFactory, store: ModelStore, *, max_orgs: int,
+                 catalog_version: CatalogVersion | None = None) -> None:
+        """`catalog_version`: reads an org's catalog version (Redis), so that a cold load knows
+        the version of the items it read and its first update does not read them again."""
         self._sessions = sessions
         self._store = store
         self._max_orgs = max_orgs
+        self._catalog_version = catalog_version
         self._snapshots: OrderedDict[str, OrgSnapshot] = OrderedDict()
         self._cold: dict[str, asyncio.Task[OrgSnapshot]] = {}
         self._updating: dict[str, asyncio.Task[None]] = {}
@@ -172,9 +180,10 @@ class ModelCache:
         try:
             async with self._lock(org_id):
                 models = await asyncio.to_thread(self._load_models, org_id)
+                version = await self._version_before_reading(org_id)
                 catalog = await self._full_catalog(org_id, order=models.item_ids if models is not None else None)
                 catalog = await asyncio.to_thread(catalog.with_columns, COLUMNS_AT_LOAD)
-                snapshot = OrgSnapshot(org_id, models, catalog, None, time.time())
+                snapshot = OrgSnapshot(org_id, models, catalog, version, time.time())
                 self._install(snapshot)
                 await asyncio.to_thread(give_back_freed_memory)  # the load's temporaries
                 return snapshot
@@ -240,6 +249,19 @@ class ModelCache:
         if models is not None:
             models.warm()
         return models
+
+    async def _version_before_reading(self, org_id: str) -> bytes | None:
+        """The org's catalog version, read before its items are: a change committed after it
+        moves the version again, so the first update reads only what is newer. None (unknown:
+        the first update re-reads the last few seconds' items, as after any change) without a
+        reader or when Redis does not answer."""
+        if self._catalog_version is None:
+            return None
+        try:
+            return await self._catalog_version(org_id)
+        except Exception as exc:  # noqa: BLE001 - the load goes on; its first update re-reads
+            log.warning("could not read org %s's catalog version (%s)", org_id, type(exc).__name__)
+            return None
 
     async def _full_catalog(self, org_id: str, *, order: Any) -> Catalog:
         """The org's whole items table, folded into compact columns a chunk at a time (off the

@@ -179,3 +179,46 @@ async def test_a_new_model_alone_does_not_re_read_the_catalog_but_a_catalog_chan
             return current is not None and "c" in current.catalog.index
 
         await eventually(has_c, timeout=10, interval=0.05)
+
+
+async def test_a_cold_load_knows_its_catalog_version_and_its_first_update_reads_nothing_again(
+    settings: Any, client: Any, db: Any, redis: Any, drain: Any
+) -> None:
+    """An api process starting after a bulk import loads every item; its first update then
+    re-read every item written within the overlap (a million, after an import) unless the load
+    knew which catalog version it had read."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from app.model_store import ModelStore
+    from app.recommend.model_cache import ModelCache
+    from app.storage.redis_state import signals
+
+    org = await create_org(db, name="starts after an import")
+    await client.post(ITEMS, json=[item("a", attributes={"colour": "red"}), item("b")], headers=org.sk)
+    await drain()
+    version = await signals.catalog_version(redis, org.org_id)
+    assert version is not None
+    cache = ModelCache(db, ModelStore(settings.models_path), max_orgs=10,
+                       catalog_version=lambda org_id: signals.catalog_version(redis, org_id))
+    assert (await cache.get(org.org_id)).catalog_version == version
+    # Behind the api's back (no version bump), just now: an overlap re-read would pick it up.
+    async with db() as session, session.begin():
+        await session.execute(text("UPDATE items SET attributes = '{\"colour\": \"blue\"}', updated_at = now() "
+                                   "WHERE org_id = :org AND item_id = 'a'"), {"org": uuid.UUID(org.org_id)})
+    cache.notice(org.org_id, model_version=None, catalog_version=version)
+    assert not cache.loading(org.org_id)  # nothing to do: the catalog it has is that version's
+    snapshot = cache.peek(org.org_id)
+    assert snapshot is not None and snapshot.catalog.attributes[snapshot.catalog.index["a"]] == {"colour": "red"}
+
+    await client.post(ITEMS, json=[item("c")], headers=org.sk)  # a change: the version moves
+    await drain()
+    cache.notice(org.org_id, model_version=None, catalog_version=await signals.catalog_version(redis, org.org_id))
+
+    async def has_c() -> bool:
+        current = cache.peek(org.org_id)
+        return current is not None and "c" in current.catalog.index
+
+    await eventually(has_c, timeout=10, interval=0.05)
+    await cache.close()

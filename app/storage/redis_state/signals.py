@@ -91,6 +91,12 @@ def train_figures(reply: dict[bytes, bytes]) -> Iterator[tuple[str, str, bytes]]
         yield org, what, value
 
 
+async def catalog_version(redis: Any, org_id: str) -> bytes | None:
+    """The org's catalog version pointer (None where not set), read on its own."""
+    value: bytes | None = await redis.get(redis_keys.catalog_version(org_id))
+    return value
+
+
 def read_versions(pipe: Any, org_id: str) -> None:
     """Queue the reads of the org's two version pointers: two replies, the model version and
     the catalog version (None where not set)."""
