@@ -1,4 +1,4 @@
-"""Process memory tuning for the api and the worker: the allocator and the cyclic GC.
+"""Process memory for the api and the worker: the allocator, the cyclic GC, the peak.
 
 Keep freed buffers in the process instead of handing them back to the kernel (glibc only):
 ranking a dense vector allocates a few temporaries the size of the catalog (100k items: 0.4 to
@@ -17,6 +17,7 @@ import ctypes.util
 import gc
 import logging
 import mmap
+import resource
 from typing import Any
 
 log = logging.getLogger("lehnz.memory")
@@ -39,20 +40,21 @@ def glibc_function(name: str) -> Any:
         return None
 
 
-def keep_freed_memory() -> bool:
-    """Tune this process's allocator; False (and nothing changed) where it is not glibc."""
+def set_malloc_options(options: dict[int, int]) -> bool:
+    """glibc's mallopt for each (parameter, value); whether every one was accepted. False (and
+    nothing changed) where it is not glibc."""
     mallopt = glibc_function("mallopt")
     if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = all(
-        mallopt(param, value) == 1
-        for param, value in (
-            (M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
-            (M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
-            (M_TOP_PAD, _TOP_PAD),
-        )
+    return all(mallopt(param, value) == 1 for param, value in options.items())  # stops at a refusal
+
+
+def keep_freed_memory() -> bool:
+    """Tune this process's allocator; False (and nothing changed) where it is not glibc."""
+    done = set_malloc_options(
+        {M_MMAP_THRESHOLD: _MMAP_THRESHOLD, M_TRIM_THRESHOLD: _TRIM_THRESHOLD, M_TOP_PAD: _TOP_PAD}
     )
     if not done:
         log.warning("could not tune the allocator (mallopt refused); ranking runs slower")
@@ -99,3 +101,18 @@ def drop_mapped_pages(array: Any) -> bool:
         return False
     mapping.madvise(mmap.MADV_DONTNEED)
     return True
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far: Linux's VmHWM, the high-water mark of the
+    process's own memory. Not ru_maxrss, which a spawned child inherits from its parent (the
+    kernel carries the RSS the parent had when it forked into the exec'd child's figure): a
+    training child started by a big parent would report the parent's size as its own."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # not Linux: KB or bytes

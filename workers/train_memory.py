@@ -28,8 +28,8 @@ FIXED_MB = 400.0
 # (sessions, the pair tables' keys, the history bit sets) alive at the same time. Measured as
 # the child's own VmHWM (the earlier fit, 110, was to ru_maxrss, which carried the parent's
 # RSS): 759 / 1,042 / 2,087 / 4,943 MB at 1M / 5M / 20M / 50M events (50k to 2.06M users),
-# growing ~75 bytes per event at the top (the sessions part sets the peak there); with 85 the
-# estimate is 29-56% above every measured peak.
+# growing ~75 bytes per event at the top (co-engagement and sessions set the peak there, within
+# 1% of each other); with 85 the estimate is 29-56% above every measured peak.
 BYTES_PER_EVENT = 85.0
 # User factors (32 final, 64 for the model search's ALS candidates) and per-user vectors.
 BYTES_PER_USER = 700.0

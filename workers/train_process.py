@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import time
 import uuid
@@ -11,12 +10,12 @@ from typing import Any
 
 import asyncpg
 
-from app.memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, glibc_function
+from app.memory import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, peak_rss_mb, set_malloc_options
 from app.ml.artifacts import OrgModels
 from app.ml.interactions import CatalogSnapshot, InteractionLog, data_now
 from app.ml.personalization import Candidate
 from app.ml.selection import carried_over, previous_choice, search_reason
-from app.ml.train import SearchPlan, peak_rss_mb, train_org_models
+from app.ml.train import SearchPlan, train_org_models
 from app.model_store import ModelStore, new_version
 from app.settings import Settings, train_params
 from app.storage import training_data
@@ -69,13 +68,7 @@ def return_freed_memory() -> bool:
     glibc raises its mmap threshold each time a mapped block is freed (up to 32 MB): from then
     on the parts' many mid-sized arrays come from the heap, and once freed they mostly stay in
     the process. Setting the threshold turns that adjustment off. False where it is not glibc."""
-    mallopt = glibc_function("mallopt")
-    if mallopt is None:
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, 1024 * 1024) == 1 and mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024) == 1)
-
+    return set_malloc_options({M_MMAP_THRESHOLD: 1024 * 1024, M_TRIM_THRESHOLD: 4 * 1024 * 1024})
 
 
 def train_models(

@@ -81,10 +81,6 @@ class Ids:
         return Ids(np.concatenate([self.blob, more.blob]),
                    np.concatenate([self.offsets, more.offsets[1:] + self.offsets[-1]]))
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.blob.nbytes + self.offsets.nbytes)
-
 
 class IdIndex(Mapping[str, int]):
     """Read-only {ids[i]: i} over distinct str ids (Ids, or an object array), which it keeps."""
@@ -148,10 +144,6 @@ class IdIndex(Mapping[str, int]):
 
     def __len__(self) -> int:
         return len(self._ids)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self._hashes.nbytes + self._positions.nbytes)
 
 
 def _hash_all(keys: Sequence[str]) -> np.ndarray:

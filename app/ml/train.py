@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from app.memory import peak_rss_mb
 from app.ml import personalization, selection
 from app.ml.als import FactorizationFailed
 from app.ml.artifacts import OrgModels
@@ -40,21 +40,6 @@ INACTIVE_STATUSES = ("inactive", "deleted")
 
 class TrainingError(RuntimeError):
     """The run produced something that must not be published (NaN/Inf, a failed fit)."""
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far: Linux's VmHWM, the high-water mark of the
-    process's own memory. Not ru_maxrss, which a spawned child inherits from its parent (the
-    kernel carries the RSS the parent had when it forked into the exec'd child's figure): a
-    training child started by a big parent would report the parent's size as its own."""
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)  # kB
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # not Linux: KB or bytes
 
 
 class _Stopwatch:

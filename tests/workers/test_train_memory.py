@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.ml.train import peak_rss_mb
+from app.memory import peak_rss_mb
 from app.settings import Settings
 from app.storage.training_data import LoadCounts
 from tests.factories import event, item
