@@ -76,6 +76,11 @@ class Ids:
         raw = self.blob.tobytes()
         return [raw[start:stop].decode("utf-8") for start, stop in itertools.pairwise(self.offsets.tolist())]
 
+    def same_as(self, other: object) -> bool:
+        """Whether other is an Ids holding the same ids in the same order (no id decoded)."""
+        return isinstance(other, Ids) and (other is self or (
+            np.array_equal(self.offsets, other.offsets) and np.array_equal(self.blob, other.blob)))
+
     def appended(self, ids: Sequence[str]) -> Ids:
         more = Ids.of(ids)
         return Ids(np.concatenate([self.blob, more.blob]),

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from app.ml.id_index import Ids
 from app.recommend.catalog import AttributeColumn, Catalog, value_key
 
 
@@ -64,6 +65,15 @@ def test_a_new_models_order_permutes_the_columns_to_what_a_rebuild_gives(key: st
     assert realigned.item_ids.tolist() == rebuilt.item_ids.tolist()
     assert as_values(realigned.column(key)) == as_values(rebuilt.column(key))
     assert list(realigned.attributes) == list(rebuilt.attributes)
+
+
+def test_a_new_model_of_the_same_items_keeps_the_catalog_as_it_is() -> None:
+    catalog = Catalog.build(rows_of(4, 12), order=np.array([f"i{k}" for k in range(12)], dtype=object))
+    same = Ids.of(catalog.item_ids.tolist())
+    assert catalog.realign(same) is catalog
+    reordered = catalog.realign(Ids.of(["i1", "i0"] + [f"i{k}" for k in range(2, 12)]))
+    assert reordered is not catalog and reordered.item_ids.tolist()[:3] == ["i1", "i0", "i2"]
+    assert reordered.attributes[0] == catalog.attributes[1]
 
 
 def test_attributes_are_kept_as_text_and_decoded_when_read() -> None:
